@@ -1,0 +1,32 @@
+"""What producing and consuming services import.
+
+>>> from outbox_client import enqueue, CourseCreatedEvent, EventMetadata
+"""
+
+from outbox_client.enqueue import enqueue, enqueue_many
+from outbox_client.errors import (
+    EnqueueError,
+    EventDecodeError,
+    OutboxError,
+    UnknownEventTypeError,
+)
+from outbox_client.events import *  # noqa: F403
+from outbox_client.events import __all__ as _event_names
+from outbox_client.headers import Header
+from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS, metadata, outbox, partition_of
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "PARTITIONS",
+    "EnqueueError",
+    "EventDecodeError",
+    "Header",
+    "OutboxError",
+    "UnknownEventTypeError",
+    "enqueue",
+    "enqueue_many",
+    "metadata",
+    "outbox",
+    "partition_of",
+    *_event_names,
+]

@@ -1,0 +1,126 @@
+"""``enqueue``: add events to the outbox inside the caller's transaction.
+
+The rows are inserted on the caller's connection and commit or roll back with the caller's
+transaction. Nothing here commits, flushes ORM state or opens a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any, overload
+
+from sqlalchemy import Connection, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from outbox_client.errors import EnqueueError
+from outbox_client.events.base import BaseEvent
+from outbox_client.table import outbox
+from outbox_client.tracing import current_trace_context
+
+_INSERT = insert(outbox)
+
+SyncTarget = Session | Connection
+AsyncTarget = AsyncSession | AsyncConnection
+
+
+def _row(event: object, partition_key: str | None) -> dict[str, Any]:
+    if not isinstance(event, BaseEvent):
+        raise EnqueueError(
+            f"enqueue() takes a BaseEvent subclass instance, got {type(event).__name__}: "
+            "build one of the outbox_client event classes, e.g. CourseCreatedEvent(...)"
+        )
+    trace = current_trace_context()
+    if trace and event.metadata.traceparent is None:
+        event = event.model_copy(update={"metadata": event.metadata.model_copy(update=trace)})
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "subject": event.subject,
+        "partition_key": partition_key if partition_key is not None else event.partition_key,
+        "payload": event.to_bytes(),
+        "headers": event.nats_headers(),
+    }
+
+
+def _rows(events: Iterable[object], partition_key: str | None) -> list[dict[str, Any]]:
+    if isinstance(events, BaseEvent | str | bytes) or not isinstance(events, Iterable):
+        raise EnqueueError("enqueue_many() takes an iterable of events; use enqueue() for one")
+    return [_row(event, partition_key) for event in events]
+
+
+def _bad_target(target: object) -> EnqueueError:
+    return EnqueueError(
+        "enqueue() needs the Session, AsyncSession, Connection or AsyncConnection whose "
+        f"transaction the event must join, got {type(target).__name__}"
+    )
+
+
+@overload
+def enqueue_many(
+    session: SyncTarget, events: Iterable[BaseEvent], *, partition_key: str | None = None
+) -> None: ...
+@overload
+def enqueue_many(
+    session: AsyncTarget, events: Iterable[BaseEvent], *, partition_key: str | None = None
+) -> Coroutine[Any, Any, None]: ...
+def enqueue_many(
+    session: SyncTarget | AsyncTarget,
+    events: Iterable[BaseEvent],
+    *,
+    partition_key: str | None = None,
+) -> Coroutine[Any, Any, None] | None:
+    """Add several events in one INSERT; with an async session, await the result.
+
+    >>> with Session(engine) as session, session.begin():  # doctest: +SKIP
+    ...     session.add(Course(code="CS101"))
+    ...     enqueue_many(session, [created, schedule_created])
+    """
+    rows = _rows(events, partition_key)
+    if isinstance(session, AsyncSession | AsyncConnection):
+        return _insert_async(session, rows)
+    if isinstance(session, Session):
+        # Session.connection() joins the session's transaction without autoflushing ORM state.
+        _insert(session.connection(), rows)
+        return None
+    if isinstance(session, Connection):
+        _insert(session, rows)
+        return None
+    raise _bad_target(session)
+
+
+@overload
+def enqueue(session: SyncTarget, event: BaseEvent, *, partition_key: str | None = None) -> None: ...
+@overload
+def enqueue(
+    session: AsyncTarget, event: BaseEvent, *, partition_key: str | None = None
+) -> Coroutine[Any, Any, None]: ...
+def enqueue(
+    session: SyncTarget | AsyncTarget, event: BaseEvent, *, partition_key: str | None = None
+) -> Coroutine[Any, Any, None] | None:
+    """Add one event to the outbox in ``session``'s transaction.
+
+    ``partition_key`` overrides the event's own (its aggregate id): events sharing a key are
+    published in commit order.
+
+    >>> with Session(engine) as session, session.begin():  # doctest: +SKIP
+    ...     session.add(Course(code="CS101", name="Intro"))
+    ...     enqueue(session, CourseCreatedEvent(course_code="CS101", ...))
+    >>> async with async_session.begin():  # doctest: +SKIP
+    ...     await enqueue(async_session, event)
+    """
+    if isinstance(event, Sequence | set) and not isinstance(event, str | bytes):
+        raise EnqueueError("enqueue() takes one event; use enqueue_many() for several")
+    return enqueue_many(session, [event], partition_key=partition_key)
+
+
+def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        connection.execute(_INSERT, rows)
+
+
+async def _insert_async(target: AsyncSession | AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    connection = await target.connection() if isinstance(target, AsyncSession) else target
+    await connection.execute(_INSERT, rows)

@@ -1,0 +1,174 @@
+"""The event envelope: :class:`BaseEvent`, :class:`EventMetadata` and the shared field types."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from outbox_client.headers import Header, check_header_value
+from outbox_client.ids import uuid7
+
+
+def _no_control_chars(value: str) -> str:
+    return check_header_value("metadata", value)
+
+
+#: A non-empty identifier such as ``CS101`` or ``hw-3``: no spaces, no dots (subjects use dots).
+Code = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-:]+$"
+    ),
+]
+#: Free text that must say something.
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+#: A value that travels in a NATS header.
+HeaderText = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_control_chars)
+]
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+#: An aware datetime, normalised to UTC so that the bytes of one instant are always the same.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventMetadata(BaseModel):
+    """Who caused an event and how it links to others.
+
+    >>> EventMetadata(source_service="schedule-service", user_id="student_123").user_id
+    'student_123'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_service: HeaderText = "unspecified"
+    correlation_id: HeaderText | None = None
+    causation_id: HeaderText | None = None
+    user_id: HeaderText | None = None
+    #: W3C trace context; filled at enqueue when OpenTelemetry is active.
+    traceparent: HeaderText | None = None
+    tracestate: HeaderText | None = None
+
+
+class BaseEvent(BaseModel):
+    """Every event: an id, a type (which is also its NATS subject), a time and metadata.
+
+    Subclasses set ``event_type`` as a ``Literal`` default and name the field that identifies
+    their aggregate in ``partition_key_field``; events of one aggregate keep their order.
+
+    >>> from outbox_client import CourseCreatedEvent
+    >>> e = CourseCreatedEvent(course_code="CS101", course_name="Intro", semester="Fall 2025",
+    ...                        credits=3, instructor="Dr. Smith")
+    >>> (e.subject, e.partition_key)
+    ('academic.course.created', 'CS101')
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partition_key_field: ClassVar[str] = ""
+
+    event_id: uuid.UUID = Field(default_factory=uuid7)
+    event_type: str
+    schema_version: int = Field(default=1, ge=1)
+    occurred_at: UtcDatetime = Field(default_factory=_utcnow)
+    metadata: EventMetadata = Field(default_factory=EventMetadata)
+
+    @property
+    def subject(self) -> str:
+        """The NATS subject: the event type, as the product description lists them."""
+        return self.event_type
+
+    @property
+    def partition_key(self) -> str:
+        """The aggregate's identity; events with the same key are delivered in commit order."""
+        value = getattr(self, self.partition_key_field, None) if self.partition_key_field else None
+        return str(value) if value is not None else str(self.event_id)
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON without nulls: exactly the bytes the relay publishes."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+
+    def nats_headers(self) -> dict[str, str]:
+        """Headers the relay sends with the payload (``Nats-Msg-Id`` is added by the relay)."""
+        headers = {
+            Header.EVENT_TYPE.value: self.event_type,
+            Header.SCHEMA_VERSION.value: str(self.schema_version),
+            Header.SOURCE_SERVICE.value: self.metadata.source_service,
+        }
+        optional = {
+            Header.CORRELATION_ID: self.metadata.correlation_id,
+            Header.CAUSATION_ID: self.metadata.causation_id,
+            Header.TRACEPARENT: self.metadata.traceparent,
+            Header.TRACESTATE: self.metadata.tracestate,
+        }
+        headers.update({name.value: value for name, value in optional.items() if value})
+        return headers
+
+
+class GenericEvent(BaseEvent):
+    """An event whose type no class is registered for; its other fields stay as they came."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class UpdatedEvent(BaseEvent):
+    """An update carries only the fields that changed: at least one must be set."""
+
+    @model_validator(mode="after")
+    def _at_least_one_change(self) -> UpdatedEvent:
+        if not self.changed_fields():
+            names = ", ".join(sorted(self._change_field_names()))
+            raise ValueError(
+                f"{type(self).__name__} carries no change: set at least one of {names}"
+            )
+        return self
+
+    @classmethod
+    def _change_field_names(cls) -> set[str]:
+        # Changes are the optional fields; required ones (the key, its parent) give context.
+        return {
+            name
+            for name, info in cls.model_fields.items()
+            if name not in BaseEvent.model_fields
+            and not info.is_required()
+            and info.default is None
+        }
+
+    def changed_fields(self) -> dict[str, Any]:
+        """The changed fields and their new values."""
+        return {
+            name: getattr(self, name)
+            for name in sorted(self._change_field_names())
+            if getattr(self, name) is not None
+        }
+
+
+class ReadEvent(BaseEvent):
+    """An audit record that an aggregate was read."""
+
+    requested_by: HeaderText | None = None
+
+
+class DeletedEvent(BaseEvent):
+    """An aggregate was removed."""
+
+    reason: Annotated[str, StringConstraints(max_length=1000)] | None = None

@@ -1,0 +1,24 @@
+"""NATS header names the outbox writes and the consumer reads (magic strings live here only)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Header(StrEnum):
+    MSG_ID = "Nats-Msg-Id"
+    EVENT_TYPE = "Vertector-Event-Type"
+    SCHEMA_VERSION = "Vertector-Schema-Version"
+    PARTITION_KEY = "Vertector-Partition-Key"
+    CORRELATION_ID = "Vertector-Correlation-Id"
+    CAUSATION_ID = "Vertector-Causation-Id"
+    SOURCE_SERVICE = "Vertector-Source-Service"
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+
+
+def check_header_value(name: str, value: str) -> str:
+    """Reject what nats-py would silently mangle (it turns CR/LF into spaces)."""
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError(f"header {name!r} must not contain CR, LF or NUL characters")
+    return value

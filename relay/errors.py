@@ -1,0 +1,23 @@
+"""Every exception the relay raises derives from :class:`RelayError`."""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Root of the relay's exceptions."""
+
+
+class ConfigError(RelayError):
+    """Settings are missing or contradict each other; the message names the fix."""
+
+
+class StoreError(RelayError):
+    """PostgreSQL could not be reached or refused a statement."""
+
+
+class PublishError(RelayError):
+    """NATS could not take a message (retryable or poison: see ``relay.classify``)."""
+
+
+class StreamCoverageError(ConfigError):
+    """A subject of the event catalog is captured by no stream."""

@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session, registry
+
+from outbox_client import CourseCreatedEvent, EnqueueError, EventMetadata, enqueue, enqueue_many
+from outbox_client.dburl import asyncpg_sqlalchemy_url
+from outbox_client.events import BaseEvent
+from tests.harness import asyncpg_url
+
+domain = MetaData()
+courses = Table(
+    "courses",
+    domain,
+    Column("id", Integer, primary_key=True),
+    Column("code", String, nullable=False, unique=True),
+)
+
+
+class Course:
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+
+registry().map_imperatively(Course, courses)
+
+
+def event(code: str = "CS101", **meta: Any) -> CourseCreatedEvent:
+    return CourseCreatedEvent(
+        course_code=code, course_name="Intro", semester="Fall 2025", credits=3,
+        instructor="Dr. Smith",
+        metadata=EventMetadata(source_service="schedule-service", **meta),
+    )  # fmt: skip
+
+
+class Boom(Exception):
+    pass
+
+
+async def rows(url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(asyncpg_url(url))
+    try:
+        return await conn.fetch("SELECT * FROM outbox_events ORDER BY id")
+    finally:
+        await conn.close()
+
+
+async def domain_rows(url: str) -> int:
+    conn = await asyncpg.connect(asyncpg_url(url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM courses"))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def sync_engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    domain.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def async_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(asyncpg_sqlalchemy_url(database_url))
+    async with engine.begin() as conn:
+        await conn.run_sync(domain.create_all)
+    yield engine
+    await engine.dispose()
+
+
+def assert_row_is_the_event(row: asyncpg.Record, ev: BaseEvent) -> None:
+    assert bytes(row["payload"]) == ev.to_bytes()
+    assert row["event_id"] == ev.event_id
+    assert row["subject"] == "academic.course.created"
+    assert row["partition_key"] == ev.partition_key
+    assert json.loads(row["headers"]) == ev.nats_headers()
+    assert row["sent_at"] is None
+
+
+# --- the four kinds of target commit with the caller -----------------------------------------
+
+
+async def test_sync_session_commit_stores_exact_bytes_and_headers(
+    sync_engine: Engine, database_url: str
+) -> None:
+    ev = event(correlation_id="req-1")
+    with Session(sync_engine) as session, session.begin():
+        session.execute(insert(courses).values(code="CS101"))
+        enqueue(session, ev)
+    [row] = await rows(database_url)
+    assert_row_is_the_event(row, ev)
+    assert json.loads(row["headers"])["Vertector-Correlation-Id"] == "req-1"
+
+
+async def test_sync_connection_commit(sync_engine: Engine, database_url: str) -> None:
+    ev = event()
+    with sync_engine.begin() as conn:
+        enqueue(conn, ev)
+    [row] = await rows(database_url)
+    assert_row_is_the_event(row, ev)
+
+
+async def test_async_session_commit(async_engine: AsyncEngine, database_url: str) -> None:
+    ev = event()
+    async with AsyncSession(async_engine) as session, session.begin():
+        await session.execute(insert(courses).values(code="CS101"))
+        await enqueue(session, ev)
+    [row] = await rows(database_url)
+    assert_row_is_the_event(row, ev)
+    assert await domain_rows(database_url) == 1
+
+
+async def test_async_connection_commit(async_engine: AsyncEngine, database_url: str) -> None:
+    ev = event()
+    async with async_engine.begin() as conn:
+        await enqueue(conn, ev)
+    [row] = await rows(database_url)
+    assert_row_is_the_event(row, ev)
+
+
+# --- nothing without a commit ------------------------------------------------------------------
+
+
+async def test_rollback_leaves_nothing(sync_engine: Engine, database_url: str) -> None:
+    with Session(sync_engine) as session:
+        session.begin()
+        session.execute(insert(courses).values(code="CS101"))
+        enqueue(session, event())
+        session.rollback()
+    assert await rows(database_url) == []
+    assert await domain_rows(database_url) == 0
+
+
+async def test_exception_inside_the_transaction_leaves_nothing(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    with pytest.raises(Boom):
+        async with AsyncSession(async_engine) as session, session.begin():
+            await session.execute(insert(courses).values(code="CS101"))
+            await enqueue(session, event())
+            raise Boom
+    assert await rows(database_url) == []
+    assert await domain_rows(database_url) == 0
+
+
+async def test_domain_constraint_violation_takes_the_event_with_it(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    async with async_engine.begin() as conn:
+        await conn.execute(insert(courses).values(code="CS101"))
+    with pytest.raises(IntegrityError):
+        async with AsyncSession(async_engine) as session, session.begin():
+            await enqueue(session, event("CS101"))
+            await session.execute(insert(courses).values(code="CS101"))  # duplicate code
+    assert await rows(database_url) == []
+    assert await domain_rows(database_url) == 1
+
+
+async def test_enqueue_does_not_flush_the_orm_session(sync_engine: Engine) -> None:
+    with Session(sync_engine) as session, session.begin():
+        pending = Course(code="CS102")
+        session.add(pending)
+        enqueue(session, event("CS102"))
+        assert pending in session.new  # still pending: enqueue did not flush it
+
+
+async def test_thousand_events_in_one_transaction(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    events = [event(f"C{i}") for i in range(1000)]
+    async with AsyncSession(async_engine) as session, session.begin():
+        await enqueue_many(session, events)
+    stored = await rows(database_url)
+    assert [r["event_id"] for r in stored] == [e.event_id for e in events]
+    assert len({r["txid"] for r in stored}) == 1
+    assert {r["partition"] for r in stored} == {e_partition(e) for e in events}
+
+
+def e_partition(ev: BaseEvent) -> int:
+    from outbox_client import partition_of
+
+    return partition_of(ev.partition_key)
+
+
+async def test_partition_key_override(async_engine: AsyncEngine, database_url: str) -> None:
+    async with async_engine.begin() as conn:
+        await enqueue(conn, event("CS101"), partition_key="student-7")
+    [row] = await rows(database_url)
+    assert row["partition_key"] == "student-7"
+
+
+# --- wrong arguments ---------------------------------------------------------------------------
+
+
+def test_not_an_event_is_refused(sync_engine: Engine) -> None:
+    with Session(sync_engine) as session, pytest.raises(EnqueueError, match="BaseEvent"):
+        enqueue(session, {"course_code": "CS101"})  # type: ignore[call-overload]
+
+
+def test_no_session_is_refused() -> None:
+    with pytest.raises(EnqueueError, match="Session, AsyncSession, Connection or AsyncConnection"):
+        enqueue(None, event())  # type: ignore[call-overload]
+
+
+def test_a_list_to_enqueue_points_to_enqueue_many(sync_engine: Engine) -> None:
+    with Session(sync_engine) as session, pytest.raises(EnqueueError, match="enqueue_many"):
+        enqueue(session, [event()])  # type: ignore[call-overload]
+    with Session(sync_engine) as session, pytest.raises(EnqueueError, match="iterable"):
+        enqueue_many(session, event())  # type: ignore[call-overload]
+
+
+async def test_duplicate_event_id_is_refused_by_the_database(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    ev = event()
+    async with async_engine.begin() as conn:
+        await enqueue(conn, ev)
+    with pytest.raises(IntegrityError, match="outbox_events_event_id_key"):
+        async with async_engine.begin() as conn:
+            await enqueue(conn, ev)
+    assert len(await rows(database_url)) == 1
