@@ -130,13 +130,16 @@ class GenericEvent(BaseEvent):
     model_config = ConfigDict(frozen=True, extra="allow")
 
 
+_CHANGE_FIELDS: dict[type[BaseEvent], tuple[str, ...]] = {}
+
+
 class UpdatedEvent(BaseEvent):
     """An update carries only the fields that changed: at least one must be set."""
 
     @model_validator(mode="after")
     def _at_least_one_change(self) -> UpdatedEvent:
         if not self.changed_fields():
-            names = ", ".join(sorted(self._change_field_names()))
+            names = ", ".join(self._change_field_names())
             raise ValueError(
                 f"{type(self).__name__} carries no change: set at least one of {names}"
             )
@@ -157,7 +160,7 @@ class UpdatedEvent(BaseEvent):
         """The changed fields and their new values."""
         return {
             name: getattr(self, name)
-            for name in sorted(self._change_field_names())
+            for name in self._change_field_names()
             if getattr(self, name) is not None
         }
 

@@ -1,0 +1,140 @@
+"""``NATSConfig``: the product description's NATS settings, from code or ``NATS_*`` variables.
+
+>>> NATSConfig(servers=["nats://localhost:4222"]).servers
+['nats://localhost:4222']
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class NATSConfig(BaseSettings):
+    """How to reach NATS. Every field has a ``NATS_<FIELD>`` environment variable.
+
+    Reconnection is forever by default (``max_reconnect_attempts=-1``): a service must ride
+    out an outage, not exit after nats-py's default of about two minutes. Pings every 10 s
+    (nats-py pings every two minutes) so a dead server is noticed in ~30 s.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="NATS_", frozen=True, extra="ignore", env_file=None, hide_input_in_errors=True
+    )
+
+    servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["nats://localhost:4222"]
+    )
+    client_name: str = "vertector-service"
+    max_reconnect_attempts: int = Field(default=-1, ge=-1)
+    reconnect_wait_seconds: float = Field(default=2.0, gt=0, le=300)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    ping_interval_seconds: float = Field(default=10.0, gt=0, le=600)
+    max_outstanding_pings: int = Field(default=3, ge=1, le=100)
+
+    enable_auth: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    credentials_file: Path | None = None
+    nkey_seed_file: Path | None = None
+
+    enable_tls: bool = False
+    tls_ca_cert_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_hostname: str | None = None
+
+    enable_jetstream: bool = True
+    enable_tracing: bool = True
+    enable_metrics: bool = True
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not value:
+            raise ValueError("NATS_SERVERS is empty: give at least one nats://host:port")
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if "://" not in url:
+                raise ValueError(f"{url!r} is not a URL: write nats://{url} (or tls://{url})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NATSConfig:
+        if self.enable_auth:
+            has_user = self.username is not None and self.password is not None
+            others = (self.token, self.credentials_file, self.nkey_seed_file)
+            if not has_user and all(item is None for item in others):
+                raise ValueError(
+                    "NATS_ENABLE_AUTH=true needs credentials: set NATS_USERNAME and NATS_PASSWORD, "
+                    "or NATS_TOKEN, or NATS_CREDENTIALS_FILE, or NATS_NKEY_SEED_FILE"
+                )
+            if self.username is not None and self.password is None:
+                raise ValueError("NATS_USERNAME is set without NATS_PASSWORD")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together: set both")
+        if self.enable_tls:
+            for name in ("tls_ca_cert_file", "tls_cert_file", "tls_key_file"):
+                path = getattr(self, name)
+                if path is not None and not Path(path).is_file():
+                    raise ValueError(f"NATS_{name.upper()}={path} does not exist")
+        elif any(url.startswith("tls://") for url in self.servers):
+            raise ValueError("a tls:// server needs NATS_ENABLE_TLS=true")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the connection, or ``None`` when TLS is off."""
+        if not self.enable_tls:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.tls_ca_cert_file) if self.tls_ca_cert_file else None
+        )
+        if self.tls_cert_file and self.tls_key_file:
+            context.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
+        return context
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` (secrets included: never log them)."""
+        options: dict[str, Any] = {
+            "servers": list(self.servers),
+            "name": self.client_name,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": self.max_reconnect_attempts,
+            "reconnect_time_wait": self.reconnect_wait_seconds,
+            "connect_timeout": self.connect_timeout_seconds,
+            "ping_interval": self.ping_interval_seconds,
+            "max_outstanding_pings": self.max_outstanding_pings,
+        }
+        if self.enable_auth:
+            if self.username is not None and self.password is not None:
+                options["user"] = self.username
+                options["password"] = self.password.get_secret_value()
+            if self.token is not None:
+                options["token"] = self.token.get_secret_value()
+            if self.credentials_file is not None:
+                options["user_credentials"] = str(self.credentials_file)
+            if self.nkey_seed_file is not None:
+                options["nkeys_seed"] = str(self.nkey_seed_file)
+        context = self.ssl_context()
+        if context is not None:
+            options["tls"] = context
+            if self.tls_hostname:
+                options["tls_hostname"] = self.tls_hostname
+        return options
+
+    def describe(self) -> str:
+        """A one-line, secret-free description for logs."""
+        auth = "auth" if self.enable_auth else "no auth"
+        tls = "tls" if self.enable_tls else "plain"
+        return f"{','.join(self.servers)} ({tls}, {auth}, client {self.client_name})"

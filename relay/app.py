@@ -1,0 +1,149 @@
+"""The one place that wires concrete classes together: PostgreSQL store, NATS publisher,
+LISTEN wake-ups, purger and the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from outbox_client.nats_config import NATSConfig
+from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
+from relay.errors import PublishError, StoreError
+from relay.listener import PgListener
+from relay.log import log_event
+from relay.natspublisher import NatsPublisher
+from relay.pgstore import PgStore
+from relay.purger import run_purger
+from relay.retry import Backoff, RetryPolicies
+from relay.settings import RelaySettings
+from relay.stats import RelayStats
+from relay.streams import check_coverage, risky_settings
+from relay.worker import LoopConfig, Relay
+
+logger = logging.getLogger("relay.app")
+
+ALL_PARTITIONS = tuple(range(PARTITIONS))
+#: Re-publishes later than this after a publish are possible (crash, restart, outage).
+RETRY_HORIZON_SECONDS = 120.0
+
+
+class RelayApp:
+    """A running relay: ``await app.run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, settings: RelaySettings, nats_config: NATSConfig) -> None:
+        self.settings = settings
+        self.nats_config = nats_config
+        self.policies = RetryPolicies.from_bounds(
+            settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
+        )
+        self.stats = RelayStats()
+        self.wakeup = asyncio.Event()
+        self.store = PgStore(settings.dsn, pool_size=settings.pool_size)
+        self.publisher = NatsPublisher(
+            nats_config,
+            max_in_flight=settings.max_in_flight,
+            publish_timeout=settings.publish_timeout_seconds,
+        )
+        self.listener = PgListener(
+            settings.dsn, NOTIFY_CHANNEL, self.wakeup, policy=self.policies.postgres_unavailable
+        )
+        self.relay = Relay(
+            self.store,
+            self.publisher,
+            config=LoopConfig(
+                batch_size=settings.batch_size,
+                poll_interval=settings.poll_interval_seconds,
+                no_stream_max_attempts=settings.no_stream_max_attempts,
+            ),
+            policies=self.policies,
+            partitions=lambda: ALL_PARTITIONS,
+            wakeup=self.wakeup,
+            stats=self.stats,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect (retrying forever), check streams, loop until ``stop``, shut down cleanly."""
+        log_event(
+            logger, "relay.starting", instance=self.settings.instance_name,
+            nats=self.nats_config.describe(), batch_size=self.settings.batch_size,
+        )  # fmt: skip
+        try:
+            if not await _until_connected(
+                self.store.open, self.policies.postgres_unavailable, "postgres", stop
+            ):
+                return
+            if not await _until_connected(
+                self.publisher.connect, self.policies.nats_unavailable, "nats", stop
+            ):
+                return
+            js = self.publisher.jetstream
+            await check_coverage(js)
+            for warning in await risky_settings(js, RETRY_HORIZON_SECONDS):
+                log_event(logger, "relay.config.risky", level=logging.WARNING, detail=warning)
+            await self._loop_until(stop)
+        finally:
+            await self.publisher.close()
+            await self.store.close()
+            log_event(logger, "relay.stopped", published=self.stats.published)
+
+    async def _loop_until(self, stop: asyncio.Event) -> None:
+        background_stop = asyncio.Event()
+        background = [
+            asyncio.create_task(self.listener.run(background_stop), name="listener"),
+            asyncio.create_task(
+                run_purger(
+                    self.store,
+                    retention_seconds=self.settings.retention_seconds,
+                    interval=self.settings.purge_interval_seconds,
+                    batch_size=self.settings.purge_batch_size,
+                    stop=background_stop,
+                ),
+                name="purger",
+            ),
+        ]
+        loop = asyncio.create_task(self.relay.run(stop), name="relay-loop")
+        log_event(logger, "relay.started", instance=self.settings.instance_name)
+        try:
+            await asyncio.wait([loop, *background], return_when=asyncio.FIRST_COMPLETED)
+            if not loop.done():  # a background task died: surface its error
+                for task in background:
+                    if task.done():
+                        task.result()
+            await stop.wait()
+            try:
+                await asyncio.wait_for(asyncio.shield(loop), self.settings.shutdown_timeout_seconds)
+            except TimeoutError:
+                log_event(logger, "relay.shutdown.timeout", level=logging.WARNING)
+                loop.cancel()
+            if self.relay.has_unwritten:
+                log_event(
+                    logger, "relay.shutdown.unmarked", level=logging.WARNING,
+                    detail="published rows not marked: they are re-published (deduplicated) later",
+                )  # fmt: skip
+        finally:
+            background_stop.set()
+            loop.cancel()
+            await asyncio.gather(loop, *background, return_exceptions=True)
+
+
+async def _until_connected(
+    connect: Callable[[], Awaitable[None]], policy: Backoff, what: str, stop: asyncio.Event
+) -> bool:
+    """Retry ``connect`` forever with backoff; False when stopped first."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await connect()
+            return True
+        except (StoreError, PublishError) as exc:
+            attempt += 1
+            delay = policy.delay(attempt)
+            log_event(
+                logger, f"relay.{what}.unavailable", level=logging.WARNING,
+                error=str(exc), attempt=attempt, retry_in=round(delay, 2),
+            )  # fmt: skip
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    return False

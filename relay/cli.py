@@ -1,0 +1,136 @@
+"""``vertector-relay``: a thin CLI over the relay's library API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from outbox_client.nats_config import NATSConfig
+from relay.errors import RelayError
+from relay.log import setup_logging
+from relay.settings import RelaySettings, env_name
+
+
+def _env_help() -> str:
+    lines = ["environment (flags override):"]
+    for name, info in RelaySettings.model_fields.items():
+        default = "host-pid" if info.default_factory else info.default
+        shown = "" if name == "database_url" else f" (default {default})"
+        lines.append(f"  {env_name(name):34} {info.description or ''}{shown}")
+    for name, info in NATSConfig.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        shown = "" if name in ("password", "token") else f" (default {default})"
+        lines.append(f"  NATS_{name.upper():29} {name.replace('_', ' ')}{shown}")
+    lines.append(
+        "  RELAY_STREAMS_FILE                 JSON list of streams (default: the product's)"
+    )
+    lines.append("  RELAY_LOG_FORMAT                   json | console | auto (default auto)")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vertector-relay",
+        description="Move committed outbox events from PostgreSQL to NATS JetStream.",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="relay events until SIGTERM/SIGINT", epilog=_env_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    for name in ("batch_size", "max_in_flight", "poll_interval_seconds", "instance_name",
+                 "retention_seconds", "publish_timeout_seconds"):  # fmt: skip
+        info = RelaySettings.model_fields[name]
+        kind = str if name == "instance_name" else float if "seconds" in name else int
+        run.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name,
+                         help=f"{info.description} [{env_name(name)}]")  # fmt: skip
+
+    sub.add_parser("check", help="exit 0 when PostgreSQL and NATS answer and streams cover "
+                   "every subject, else 1 (for health checks)")  # fmt: skip
+    status = sub.add_parser("status", help="backlog, oldest unsent event, quarantined, streams")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    streams = sub.add_parser("streams", help="manage JetStream streams")
+    streams_sub = streams.add_subparsers(dest="streams_command", required=True, metavar="ACTION")
+    apply = streams_sub.add_parser("apply", help="create or update the streams (idempotent)")
+    apply.add_argument(
+        "--file", type=Path, default=None, help="JSON list of streams [RELAY_STREAMS_FILE]"
+    )
+
+    migrate = sub.add_parser("migrate", help="upgrade the schema (same as `alembic upgrade head`)")
+    migrate.add_argument("--revision", default="head")
+
+    demo = sub.add_parser("demo", help="the whole system on throw-away servers from the wheels")
+    demo.add_argument("--events", type=int, default=5000, help="events to produce (default 5000)")
+    return parser
+
+
+def _run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main(stop)``; SIGTERM/SIGINT set ``stop`` (a second one exits at once)."""
+
+    async def wrapper() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                raise SystemExit(130)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        return await main(stop)
+
+    return asyncio.run(wrapper())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import os
+
+    setup_logging(args.log_format or os.environ.get("RELAY_LOG_FORMAT", "auto"), args.log_level)
+    from relay import commands
+
+    try:
+        if args.command == "run":
+            overrides = {k: getattr(args, k, None) for k in RelaySettings.model_fields}
+            return _run_async(lambda stop: commands.run(overrides, stop))
+        if args.command == "check":
+            return asyncio.run(commands.check())
+        if args.command == "status":
+            report = asyncio.run(commands.status())
+            print(
+                json.dumps(report, indent=2, default=str)
+                if args.json
+                else commands.format_status(report)
+            )
+            return 0
+        if args.command == "streams":
+            for line in asyncio.run(commands.streams_apply(args.file)):
+                print(line)
+            return 0
+        if args.command == "migrate":
+            commands.migrate(args.revision)
+            print(f"schema at {args.revision}")
+            return 0
+        if args.command == "demo":
+            from relay.demo import run_demo
+
+            return _run_async(lambda stop: run_demo(events=args.events, stop=stop))
+    except RelayError as exc:
+        print(f"vertector-relay {args.command}: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The library API behind each CLI command (each one a few lines over the modules)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from outbox_client.streams import load_streams
+from relay import schema
+from relay.app import RelayApp
+from relay.errors import ConfigError, PublishError, RelayError, StoreError
+from relay.natspublisher import NatsPublisher
+from relay.pgstore import PgStore
+from relay.settings import load
+from relay.streams import apply_streams, check_coverage
+
+
+def _streams_file(path: Path | None) -> Path | None:
+    env = os.environ.get("RELAY_STREAMS_FILE")
+    return path or (Path(env) if env else None)
+
+
+async def run(overrides: dict[str, Any], stop: asyncio.Event) -> int:
+    settings, nats_config = load(overrides)
+    await RelayApp(settings, nats_config).run(stop)
+    return 0
+
+
+async def streams_apply(path: Path | None = None) -> list[str]:
+    _, nats_config = load(
+        {"database_url": os.environ.get("OUTBOX_DATABASE_URL", "postgresql://unused/unused")}
+    )
+    specs = load_streams(_streams_file(path))
+    try:
+        nc = await nats.connect(**nats_config.connect_options())
+    except Exception as exc:
+        raise PublishError(f"cannot connect to NATS at {nats_config.describe()}: {exc}") from exc
+    try:
+        return [str(result) for result in await apply_streams(nc.jetstream(), specs)]
+    finally:
+        await nc.close()
+
+
+def migrate(revision: str = "head") -> None:
+    url = os.environ.get("OUTBOX_DATABASE_URL")
+    if not url:
+        raise ConfigError(
+            "OUTBOX_DATABASE_URL is not set: export it, e.g. postgresql://user@host/db"
+        )
+    schema.upgrade(url, revision)
+
+
+async def _connected() -> tuple[PgStore, NatsPublisher]:
+    settings, nats_config = load()
+    store = PgStore(settings.dsn, pool_size=2)
+    await store.open()
+    publisher = NatsPublisher(nats_config, max_in_flight=1, publish_timeout=5)
+    try:
+        await publisher.connect()
+    except RelayError:
+        await store.close()
+        raise
+    return store, publisher
+
+
+async def check() -> int:
+    """0 when PostgreSQL and NATS answer and the streams cover the catalog, else 1."""
+    try:
+        store, publisher = await _connected()
+    except RelayError as exc:
+        print(f"not ok: {exc}")
+        return 1
+    try:
+        await store.backlog()
+        await check_coverage(publisher.jetstream)
+    except (StoreError, ConfigError) as exc:
+        print(f"not ok: {exc}")
+        return 1
+    finally:
+        await publisher.close()
+        await store.close()
+    print("ok")
+    return 0
+
+
+async def status() -> dict[str, Any]:
+    store, publisher = await _connected()
+    try:
+        backlog = await store.backlog()
+        streams = {
+            info.config.name: {"messages": info.state.messages, "last_seq": info.state.last_seq}
+            for info in await publisher.jetstream.streams_info()
+        }
+    finally:
+        await publisher.close()
+        await store.close()
+    return {
+        "backlog": backlog.pending,
+        "held_by_open_transactions": backlog.invisible,
+        "oldest_unsent_age_seconds": round(backlog.oldest_age_seconds, 3),
+        "quarantined": backlog.quarantined,
+        "streams": streams,
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [
+        f"backlog                 {report['backlog']}",
+        f"  held by open txns     {report['held_by_open_transactions']}",
+        f"oldest unsent age       {report['oldest_unsent_age_seconds']} s",
+        f"quarantined             {report['quarantined']}",
+        "streams:",
+    ]
+    for name, state in report["streams"].items():
+        lines.append(f"  {name:22} {state['messages']} messages, last seq {state['last_seq']}")
+    return "\n".join(lines)

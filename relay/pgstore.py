@@ -1,0 +1,122 @@
+"""The PostgreSQL implementation of :class:`relay.ports.Store` (asyncpg, SQL by name)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from relay.errors import StoreError
+from relay.log import log_event
+from relay.ports import Backlog, OutboxRow, Sent
+from relay.queries import query
+
+logger = logging.getLogger("relay.store")
+
+T = TypeVar("T")
+
+#: What a lost, restarting or paused PostgreSQL raises; all of it is retried.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class PgStore:
+    """Claims, marks and purges outbox rows through a small asyncpg pool."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 4, command_timeout: float = 30.0) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        """Create the pool; raises :class:`StoreError` when PostgreSQL does not answer."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                init=_init_connection,
+                command_timeout=self.command_timeout,
+                timeout=10,
+            )
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        log_event(logger, "relay.store.connected", pool_size=self.pool_size)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except (*DRIVER_ERRORS,) as exc:
+                log_event(logger, "relay.store.close_failed", level=logging.WARNING, error=str(exc))
+                pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the store is not open: call open() first")
+        return self._pool
+
+    async def _call(self, method: str, sql_name: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.pool, method)(query(sql_name), *args)
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"{sql_name} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def claim(
+        self, partitions: Sequence[int], exclude: Sequence[int], limit: int
+    ) -> list[OutboxRow]:
+        records = await self._call("fetch", "claim", list(partitions), list(exclude), limit)
+        return [
+            OutboxRow(
+                id=r["id"],
+                event_id=r["event_id"],
+                subject=r["subject"],
+                partition_key=r["partition_key"],
+                payload=r["payload"],
+                headers=r["headers"],
+                attempts=r["attempts"],
+                created_at=r["created_at"],
+            )
+            for r in records
+        ]
+
+    async def mark_sent(self, sent: Sequence[Sent]) -> int:
+        status = await self._call(
+            "execute",
+            "mark_sent",
+            [s.row_id for s in sent],
+            [s.ack.stream for s in sent],
+            [s.ack.seq for s in sent],
+        )
+        return int(status.split()[-1])
+
+    async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None:
+        await self._call(
+            "execute", "record_failures", [f[0] for f in failures], [f[1] for f in failures]
+        )
+
+    async def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
+        await self._call("execute", "quarantine", [r[0] for r in rows], [r[1] for r in rows])
+
+    async def purge(self, older_than_seconds: float, limit: int) -> int:
+        status = await self._call("execute", "purge_sent", older_than_seconds, limit)
+        return int(status.split()[-1])
+
+    async def backlog(self) -> Backlog:
+        r = await self._call("fetchrow", "backlog")
+        return Backlog(
+            pending=r["pending"],
+            invisible=r["invisible"],
+            oldest_age_seconds=r["oldest_age_seconds"],
+            quarantined=r["quarantined"],
+        )

@@ -1,0 +1,86 @@
+"""What the relay loop talks to: a store, a publisher and a wake-up signal.
+
+The loop (``relay/worker.py``) depends only on these protocols; ``relay/app.py`` wires the
+PostgreSQL and NATS implementations in, tests wire in-memory ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One claimed event, as stored: ``payload`` and ``headers`` are published unchanged."""
+
+    id: int
+    event_id: uuid.UUID
+    subject: str
+    partition_key: str
+    payload: bytes
+    headers: Mapping[str, str]
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """JetStream stored the message (or already had it: ``duplicate``)."""
+
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+class Verdict(Enum):
+    """What a failed publish means for its event."""
+
+    TRANSIENT = "transient"  # retry with the same Nats-Msg-Id, forever
+    NO_STREAM = "no_stream"  # retry, quarantine after N attempts (elections look the same)
+    POISON = "poison"  # can never succeed: quarantine now
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    verdict: Verdict
+    reason: str
+
+
+PublishResult = Ack | Failure
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    row_id: int
+    ack: Ack
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    pending: int
+    invisible: int
+    oldest_age_seconds: float
+    quarantined: int
+
+
+class Store(Protocol):
+    async def claim(
+        self, partitions: Sequence[int], exclude: Sequence[int], limit: int
+    ) -> list[OutboxRow]: ...
+    async def mark_sent(self, sent: Sequence[Sent]) -> int: ...
+    async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None: ...
+    async def quarantine(self, rows: Sequence[tuple[int, str]]) -> None: ...
+    async def purge(self, older_than_seconds: float, limit: int) -> int: ...
+    async def backlog(self) -> Backlog: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
+        """Publish ``rows`` pipelined; one result per row, in order. Never raises for one
+        message's failure: it becomes a :class:`Failure` with a verdict."""
+        ...

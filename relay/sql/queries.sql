@@ -1,0 +1,54 @@
+-- Every statement the relay runs, by name. relay/queries.py loads this file;
+-- tests/unit/test_queries.py checks that every name the code uses is here.
+
+-- claim --
+-- Committed, unsent rows of the given partitions, in commit-safe order. Only rows whose
+-- transaction is older than every running transaction are visible here, so a transaction
+-- that commits late delays the rows after it instead of being skipped.
+SELECT id, event_id, subject, partition_key, payload, headers, attempts, created_at
+FROM outbox_events
+WHERE sent_at IS NULL
+  AND quarantined_at IS NULL
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+  AND partition = ANY($1::smallint[])
+  AND id NOT IN (SELECT unnest($2::bigint[]))  -- rows in flight: a hashed lookup
+ORDER BY txid, id
+LIMIT $3
+
+-- mark_sent --
+UPDATE outbox_events AS o
+SET sent_at = now(), stream = a.stream, stream_seq = a.seq,
+    attempts = o.attempts + 1, last_error = NULL
+FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS a(id, stream, seq)
+WHERE o.id = a.id AND o.sent_at IS NULL
+
+-- record_failures --
+UPDATE outbox_events AS o
+SET attempts = o.attempts + 1, last_error = f.error
+FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+WHERE o.id = f.id AND o.sent_at IS NULL
+
+-- quarantine --
+UPDATE outbox_events AS o
+SET quarantined_at = now(), attempts = o.attempts + 1, last_error = q.reason
+FROM unnest($1::bigint[], $2::text[]) AS q(id, reason)
+WHERE o.id = q.id AND o.sent_at IS NULL
+
+-- purge_sent --
+DELETE FROM outbox_events
+WHERE id IN (
+    SELECT id FROM outbox_events
+    WHERE sent_at < now() - make_interval(secs => $1)
+    ORDER BY sent_at
+    LIMIT $2
+)
+
+-- backlog --
+-- pending: unsent rows; invisible: those held back by a transaction still running;
+-- oldest_age_seconds: age of the oldest unsent row.
+SELECT count(*) AS pending,
+       count(*) FILTER (WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())) AS invisible,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_seconds,
+       (SELECT count(*) FROM outbox_events WHERE quarantined_at IS NOT NULL) AS quarantined
+FROM outbox_events
+WHERE sent_at IS NULL AND quarantined_at IS NULL

@@ -1,0 +1,46 @@
+"""In-process counters of one relay, read by ``status``, the demo and the metrics endpoint."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from relay.ports import Ack, OutboxRow
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    claimed: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)
+    by_stream: Counter[str] = field(default_factory=Counter)
+    last_progress: float = field(default_factory=time.monotonic)
+    last_batch_seconds: float = 0.0
+
+    def record_ack(self, row: OutboxRow, ack: Ack) -> None:
+        self.published += 1
+        self.by_stream[ack.stream] += 1
+        if ack.duplicate:
+            self.duplicates += 1
+
+    def record_batch(self, claimed: int, sent: int, seconds: float) -> None:
+        self.batches += 1
+        self.claimed += claimed
+        self.last_batch_seconds = seconds
+        if sent:
+            self.last_progress = time.monotonic()
+
+    def record_retry(self, reason: str) -> None:
+        self.retries[_reason_class(reason)] += 1
+
+    def record_quarantine(self, reason: str) -> None:
+        self.quarantined[_reason_class(reason)] += 1
+
+
+def _reason_class(reason: str) -> str:
+    """A low-cardinality label for a reason ("invalid subject: ..." -> "invalid subject")."""
+    return reason.split(":", 1)[0].split(";", 1)[0][:60]

@@ -1,0 +1,141 @@
+"""Streams as code: create or update them, check that they capture every event subject, and
+warn about server settings that can lose acknowledged messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+from outbox_client.events import ALL_EVENTS, event_type_of
+from outbox_client.streams import StreamConfig
+from relay.errors import ConfigError, StreamCoverageError
+
+_RETENTION = {
+    "limits": js_api.RetentionPolicy.LIMITS,
+    "interest": js_api.RetentionPolicy.INTEREST,
+    "workqueue": js_api.RetentionPolicy.WORK_QUEUE,
+}
+_STORAGE = {"file": js_api.StorageType.FILE, "memory": js_api.StorageType.MEMORY}
+_DISCARD = {"old": js_api.DiscardPolicy.OLD, "new": js_api.DiscardPolicy.NEW}
+
+
+@dataclass(frozen=True)
+class Applied:
+    name: str
+    action: str  # "created" | "updated" | "unchanged"
+    changes: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        detail = f" ({', '.join(self.changes)})" if self.changes else ""
+        return f"{self.name}: {self.action}{detail}"
+
+
+def to_nats(spec: StreamConfig) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=_RETENTION[spec.retention],
+        storage=_STORAGE[spec.storage],
+        max_age=spec.max_age_seconds,
+        duplicate_window=spec.duplicate_window_seconds,
+        num_replicas=spec.replicas,
+        max_msgs=spec.max_msgs,
+        max_bytes=spec.max_bytes,
+        discard=_DISCARD[spec.discard],
+    )
+
+
+def _differences(want: js_api.StreamConfig, have: js_api.StreamConfig) -> list[str]:
+    changes = []
+    if sorted(want.subjects or []) != sorted(have.subjects or []):
+        changes.append(f"subjects {sorted(have.subjects or [])} -> {sorted(want.subjects or [])}")
+    for name in ("retention", "max_age", "duplicate_window", "num_replicas", "max_msgs",
+                 "max_bytes", "discard"):  # fmt: skip
+        old, new = getattr(have, name), getattr(want, name)
+        if isinstance(old, float) or isinstance(new, float):
+            differ = abs(float(old or 0) - float(new or 0)) > 1e-6
+        else:
+            differ = old != new
+        if differ:
+            changes.append(f"{name} {_show(old)} -> {_show(new)}")
+    return changes
+
+
+def _show(value: object) -> str:
+    return str(getattr(value, "value", value))
+
+
+async def apply_streams(js: JetStreamContext, specs: Sequence[StreamConfig]) -> list[Applied]:
+    """Create missing streams and update changed ones. Idempotent."""
+    results = []
+    for spec in specs:
+        want = to_nats(spec)
+        try:
+            info = await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(want)
+            results.append(Applied(spec.name, "created"))
+            continue
+        have = info.config
+        if have.storage != want.storage:
+            raise ConfigError(
+                f"stream {spec.name} is stored in {_show(have.storage)} but configured for "
+                f"{_show(want.storage)}: JetStream cannot change storage; delete and recreate it"
+            )
+        changes = _differences(want, have)
+        if changes:
+            await js.update_stream(want)
+            results.append(Applied(spec.name, "updated", tuple(changes)))
+        else:
+            results.append(Applied(spec.name, "unchanged"))
+    return results
+
+
+def catalog_subjects() -> list[str]:
+    return sorted(event_type_of(cls) for cls in ALL_EVENTS)
+
+
+async def check_coverage(js: JetStreamContext, subjects: Iterable[str] | None = None) -> None:
+    """Raise :class:`StreamCoverageError` naming every catalog subject no stream captures."""
+    streams = [info.config for info in await js.streams_info()]
+    specs = [
+        StreamConfig(name=s.name, subjects=tuple(s.subjects or ["-"]))
+        for s in streams
+        if s.name and s.subjects
+    ]
+    missing = [
+        subject for subject in (subjects or catalog_subjects())
+        if not any(spec.captures(subject) for spec in specs)
+    ]  # fmt: skip
+    if missing:
+        raise StreamCoverageError(
+            f"no stream captures {', '.join(missing)}: run `vertector-relay streams apply` "
+            "(or add the subjects to a stream) before starting the relay"
+        )
+
+
+async def risky_settings(js: JetStreamContext, retry_horizon_seconds: float) -> list[str]:
+    """Human-readable warnings about what the server or streams could lose or duplicate."""
+    warnings = []
+    for info in await js.streams_info():
+        config = info.config
+        if config.storage == js_api.StorageType.MEMORY:
+            warnings.append(f"stream {config.name} is in memory: a server restart loses it")
+        elif (config.num_replicas or 1) == 1:
+            warnings.append(
+                f"stream {config.name} has 1 replica: nats-server acknowledges before fsync by "
+                "default, so a power loss can drop acknowledged events; use 3 replicas or "
+                "`sync_interval: always`"
+            )
+        window = config.duplicate_window or 0
+        if window < retry_horizon_seconds:
+            warnings.append(
+                f"stream {config.name} deduplicates for {window:.0f} s, less than the relay's "
+                f"retry horizon of {retry_horizon_seconds:.0f} s: re-publishes after a long "
+                "outage reach consumers twice (their inbox must drop them)"
+            )
+    return warnings

@@ -1,0 +1,286 @@
+"""The relay loop: claim committed rows, publish them in per-key order, record the outcome.
+
+It imports no driver: it talks to a :class:`~relay.ports.Store` and a
+:class:`~relay.ports.Publisher`; ``relay/app.py`` wires the real ones.
+
+Order: a batch is published in *waves*. Wave ``k`` holds the ``k``-th event of every partition
+key in the batch, so no two in-flight messages share a key; the next wave starts when the
+previous one's acks are in. When an event fails, the later events of its key wait for the next
+batch. Pipelining therefore never reorders a key, even when a connection drops mid-wave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from relay.errors import StoreError
+from relay.log import log_event
+from relay.ports import Ack, Failure, OutboxRow, Publisher, Sent, Store, Verdict
+from relay.retry import RetryPolicies
+from relay.stats import RelayStats
+
+logger = logging.getLogger("relay.worker")
+
+
+def plan_waves(rows: Sequence[OutboxRow], blocked: set[str]) -> list[list[OutboxRow]]:
+    """Split claimed rows into waves with at most one row per key each, keeping claim order.
+
+    Rows whose key is ``blocked`` (an earlier event of the key is backing off) are left out.
+    """
+    waves: list[list[OutboxRow]] = []
+    seen: dict[str, int] = {}
+    for row in rows:
+        key = row.partition_key
+        if key in blocked:
+            continue
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(row)
+    return waves
+
+
+@dataclass
+class Outcome:
+    """What a batch produced, written to the store in three statements."""
+
+    sent: list[Sent] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    quarantined: list[tuple[int, str]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.sent or self.failures or self.quarantined)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    batch_size: int = 1000
+    poll_interval: float = 0.5
+    no_stream_max_attempts: int = 20
+
+
+class Relay:
+    """One relay loop. ``partitions()`` says which partitions this instance owns right now.
+
+    Database work overlaps publishing: while a batch is published, the next one is already
+    being claimed (when the last was full) and the previous one's marks are being written.
+    Rows in any of those states are excluded from claims, so nothing is published twice.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        *,
+        config: LoopConfig,
+        policies: RetryPolicies,
+        partitions: Callable[[], Sequence[int]],
+        wakeup: asyncio.Event | None = None,
+        stats: RelayStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.config = config
+        self.policies = policies
+        self.partitions = partitions
+        self.wakeup = wakeup or asyncio.Event()
+        self.stats = stats or RelayStats()
+        self.clock = clock
+        self._backoff: dict[int, tuple[float, str]] = {}  # row id -> (retry at, key)
+        self._unwritten = Outcome()  # outcomes whose write failed: retried before claiming
+        self._writing: tuple[set[int], asyncio.Task[Outcome]] | None = None
+        self._prefetch: asyncio.Task[list[OutboxRow]] | None = None
+        self._store_failures = 0
+        self._outage_batches = 0
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until ``stop`` is set; the batch in hand is finished and recorded first."""
+        log_event(logger, "relay.loop.started")
+        try:
+            while not stop.is_set():
+                delay = await self.step()
+                if delay is None:
+                    continue  # a full batch: more is waiting
+                await _wait_any(self.wakeup.wait(), asyncio.sleep(delay), stop.wait())
+        finally:
+            await self.finish()
+        log_event(logger, "relay.loop.stopped")
+
+    async def finish(self) -> None:
+        """Drop the prefetched batch and wait for the last write (then retry it once)."""
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+            await asyncio.gather(self._prefetch, return_exceptions=True)
+            self._prefetch = None
+        await self._settle_write()
+        if not self._unwritten.empty():
+            self._unwritten = await self._write(self._unwritten)
+
+    async def step(self) -> float | None:
+        """One round. Returns ``None`` to go again at once, else how long to wait at most."""
+        if not self._unwritten.empty():
+            await self._settle_write()
+            self._unwritten = await self._write(self._unwritten)
+            if not self._unwritten.empty():
+                self._store_failures += 1
+                return self.policies.postgres_unavailable.delay(self._store_failures)
+        now = self.clock()
+        self._backoff = {rid: v for rid, v in self._backoff.items() if v[0] > now}
+        try:
+            rows = await self._next_rows()
+        except StoreError as exc:
+            self._store_failures += 1
+            log_event(logger, "relay.store.unavailable", level=logging.WARNING, error=str(exc))
+            return self.policies.postgres_unavailable.delay(self._store_failures)
+        self._store_failures = 0
+        if not rows:
+            await self._settle_write()
+            return self._idle_delay(now)
+        full = len(rows) >= self.config.batch_size
+        if full:
+            self._prefetch = asyncio.create_task(self._claim({row.id for row in rows}))
+        outcome = await self._publish(rows)
+        outage = bool(outcome.failures) and not outcome.sent and not outcome.quarantined
+        await self._settle_write()
+        self._start_write(outcome)
+        if outage:
+            # Nothing got through: NATS is down or overloaded. Back off the whole loop and
+            # retry these same rows first, rather than walking the backlog failing each one.
+            for row_id, _ in outcome.failures:
+                self._backoff.pop(row_id, None)
+            await self._drop_prefetch()
+            self._outage_batches += 1
+            return self.policies.nats_unavailable.delay(self._outage_batches)
+        self._outage_batches = 0
+        return None if full else self._idle_delay(now)
+
+    async def _next_rows(self) -> list[OutboxRow]:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            return await prefetch
+        self.wakeup.clear()  # before the claim: a notification during it is not lost
+        return await self._claim(set())
+
+    async def _claim(self, also_exclude: set[int]) -> list[OutboxRow]:
+        exclude = set(self._backoff) | also_exclude
+        if self._writing is not None:
+            exclude |= self._writing[0]
+        return await self.store.claim(self.partitions(), sorted(exclude), self.config.batch_size)
+
+    async def _drop_prefetch(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+            await asyncio.gather(self._prefetch, return_exceptions=True)
+            self._prefetch = None
+
+    def _idle_delay(self, now: float) -> float:
+        soonest = min((due for due, _ in self._backoff.values()), default=None)
+        if soonest is None:
+            return self.config.poll_interval
+        return max(0.0, min(self.config.poll_interval, soonest - now))
+
+    # --- publishing ----------------------------------------------------------------------------
+
+    async def _publish(self, rows: list[OutboxRow]) -> Outcome:
+        outcome = Outcome()
+        blocked = {key for _, key in self._backoff.values()}
+        failed_keys: set[str] = set()
+        started = time.perf_counter()
+        for wave in plan_waves(rows, blocked):
+            todo = [row for row in wave if row.partition_key not in failed_keys]
+            if not todo:
+                continue
+            results = await self.publisher.publish(todo)
+            for row, result in zip(todo, results, strict=True):
+                if isinstance(result, Ack):
+                    outcome.sent.append(Sent(row.id, result))
+                    self.stats.record_ack(row, result)
+                else:
+                    failed_keys.add(row.partition_key)
+                    self._fail(row, result, outcome)
+        self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
+        log_event(
+            logger, "relay.batch.published", level=logging.DEBUG,
+            claimed=len(rows), sent=len(outcome.sent), failed=len(outcome.failures),
+            quarantined=len(outcome.quarantined),
+        )  # fmt: skip
+        return outcome
+
+    def _fail(self, row: OutboxRow, failure: Failure, outcome: Outcome) -> None:
+        attempts = row.attempts + 1
+        verdict = failure.verdict
+        if verdict is Verdict.NO_STREAM and attempts >= self.config.no_stream_max_attempts:
+            verdict = Verdict.POISON
+            failure = Failure(verdict, f"{failure.reason}; gave up after {attempts} attempts")
+        if verdict is Verdict.POISON:
+            outcome.quarantined.append((row.id, failure.reason))
+            self.stats.record_quarantine(failure.reason)
+            log_event(
+                logger, "relay.event.quarantined", level=logging.WARNING,
+                event_id=str(row.event_id), subject=row.subject[:200], reason=failure.reason,
+            )  # fmt: skip
+            return
+        outcome.failures.append((row.id, failure.reason))
+        self.stats.record_retry(failure.reason)
+        retry_at = self.clock() + self.policies.event_publish.delay(attempts)
+        self._backoff[row.id] = (retry_at, row.partition_key)
+
+    # --- recording -------------------------------------------------------------------------------
+
+    def _start_write(self, outcome: Outcome) -> None:
+        if outcome.empty():
+            return
+        ids = {s.row_id for s in outcome.sent} | {q[0] for q in outcome.quarantined}
+        self._writing = (ids, asyncio.create_task(self._write(outcome)))
+
+    async def _settle_write(self) -> None:
+        if self._writing is None:
+            return
+        _, task = self._writing
+        leftover = await task
+        self._writing = None
+        self._unwritten.sent += leftover.sent
+        self._unwritten.quarantined += leftover.quarantined
+        self._unwritten.failures += leftover.failures
+
+    async def _write(self, outcome: Outcome) -> Outcome:
+        """Record a batch's outcome; returns what could not be written (empty on success)."""
+        left = Outcome(list(outcome.sent), list(outcome.failures), list(outcome.quarantined))
+        try:
+            if left.sent:
+                await self.store.mark_sent(left.sent)
+                left.sent = []
+            if left.quarantined:
+                await self.store.quarantine(left.quarantined)
+                left.quarantined = []
+            if left.failures:
+                await self.store.record_failures(left.failures)
+                left.failures = []
+        except StoreError as exc:
+            log_event(
+                logger, "relay.store.write_failed", level=logging.WARNING,
+                error=str(exc), pending_marks=len(left.sent),
+            )  # fmt: skip
+        return left
+
+    @property
+    def has_unwritten(self) -> bool:
+        return not self._unwritten.empty() or self._writing is not None
+
+
+async def _wait_any(*aws: object) -> None:
+    tasks = [asyncio.ensure_future(aw) for aw in aws]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

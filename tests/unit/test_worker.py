@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from relay.ports import Failure, OutboxRow, Verdict
+from relay.retry import Backoff, RetryPolicies
+from relay.worker import LoopConfig, Relay, plan_waves
+from tests.fakes import FakePublisher, MemoryStore
+
+FAST = RetryPolicies(
+    event_publish=Backoff("event_publish", 0.0, 0.0, jitter=False),
+    nats_unavailable=Backoff("nats_unavailable", 0.5, 2.0, jitter=False),
+    postgres_unavailable=Backoff("postgres_unavailable", 0.25, 1.0, jitter=False),
+)
+
+
+def relay(store: MemoryStore, publisher: FakePublisher, batch: int = 10, **kw: object) -> Relay:
+    config = LoopConfig(batch_size=batch, poll_interval=0.01, **kw)  # type: ignore[arg-type]
+    return Relay(store, publisher, config=config, policies=FAST, partitions=lambda: [0])
+
+
+async def drain(r: Relay, rounds: int = 100) -> None:
+    for _ in range(rounds):
+        await r.step()
+    await r.finish()
+
+
+def row(i: int, key: str) -> OutboxRow:
+    import uuid
+
+    return OutboxRow(i, uuid.uuid4(), "s", key, b"", {}, 0, datetime.now(UTC))
+
+
+def test_waves_hold_one_event_per_key_in_claim_order() -> None:
+    rows = [row(1, "a"), row(2, "b"), row(3, "a"), row(4, "c"), row(5, "a"), row(6, "b")]
+    waves = plan_waves(rows, blocked=set())
+    assert [[r.id for r in w] for w in waves] == [[1, 2, 4], [3, 6], [5]]
+    assert [[r.id for r in w] for w in plan_waves(rows, blocked={"a"})] == [[2, 4], [6]]
+
+
+async def test_everything_is_published_once_in_per_key_order() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    for i in range(95):
+        store.add(key=f"k{i % 7}")
+    await drain(relay(store, pub))
+    assert sorted(r.id for r in pub.stream) == list(range(1, 96))
+    assert pub.sent == sorted(set(pub.sent), key=pub.sent.index), "a row was published twice"
+    for ids in pub.keys_in_order().values():
+        assert ids == sorted(ids)
+    assert all(r.sent for r in store.rows.values())
+
+
+async def test_claim_order_follows_transaction_ids_not_row_ids() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    late = store.add(key="k", txid=100)  # inserted first, its transaction id is higher
+    early = store.add(key="k", txid=5)
+    await drain(relay(store, pub), rounds=3)
+    assert [r.id for r in pub.stream] == [early.id, late.id]
+
+
+async def test_a_failed_event_holds_back_its_key_only() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    first = store.add("a")
+    second = store.add("a")
+    other = store.add("b")
+    failures = {first.id: 1}
+
+    def verdict(r: OutboxRow) -> Failure | None:
+        if failures.get(r.id):
+            failures[r.id] -= 1
+            return Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
+        return None
+
+    pub.verdict = verdict
+    r = relay(store, pub)
+    await r.step()
+    await r.finish()  # the outcome is written in the background: wait for it
+    assert [x.id for x in pub.stream] == [other.id]  # 'a' waits: second not sent before first
+    assert second.id not in pub.sent
+    assert store.rows[first.id].last_error == "timeout waiting for PubAck"
+    await drain(r, rounds=5)
+    assert [x.id for x in pub.stream] == [other.id, first.id, second.id]
+
+
+async def test_poison_is_quarantined_and_the_rest_flows() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    bad = store.add("a", subject="bad subject")
+    later = store.add("a")
+    healthy = [store.add(f"h{i}") for i in range(5)]
+    pub.verdict = lambda r: (
+        Failure(Verdict.POISON, "invalid subject: whitespace") if " " in r.subject else None
+    )
+    r = relay(store, pub)
+    await drain(r, rounds=5)
+    assert store.rows[bad.id].quarantined == "invalid subject: whitespace"
+    assert {x.id for x in pub.stream} == {later.id, *(h.id for h in healthy)}
+    assert r.stats.quarantined["invalid subject"] == 1
+
+
+async def test_no_stream_is_retried_then_quarantined_after_n_attempts() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    lost = store.add("a", subject="nowhere.x")
+    pub.verdict = lambda r: (
+        Failure(Verdict.NO_STREAM, "no stream") if r.subject.startswith("nowhere") else None
+    )
+    r = relay(store, pub, no_stream_max_attempts=4)
+    await drain(r, rounds=20)
+    assert pub.sent.count(lost.id) == 4
+    assert store.rows[lost.id].quarantined == "no stream; gave up after 4 attempts"
+
+
+async def test_an_outage_backs_off_the_loop_and_retries_the_same_rows() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    for i in range(30):
+        store.add(f"k{i}")
+    down = True
+    pub.verdict = lambda r: Failure(Verdict.TRANSIENT, "NATS unavailable") if down else None
+    r = relay(store, pub)
+    delays = [await r.step() for _ in range(3)]
+    assert delays == [0.5, 1.0, 2.0]  # the nats_unavailable policy, capped
+    assert set(pub.sent) == set(range(1, 11)), "it walked the backlog instead of retrying"
+    down = False
+    await drain(r)
+    assert sorted(x.id for x in pub.stream) == list(range(1, 31))
+
+
+async def test_marks_that_fail_are_retried_without_publishing_again() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    for i in range(25):
+        store.add(f"k{i}")
+    r = relay(store, pub)
+    store.fail_writes = 3
+    await drain(r)
+    assert all(x.sent for x in store.rows.values())
+    assert len(pub.sent) == 25, "a row whose mark failed was published again"
+
+
+async def test_claim_failures_back_off_with_the_postgres_policy() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    store.add("a")
+    store.fail_claims = 2
+    r = relay(store, pub)
+    assert [await r.step(), await r.step()] == [0.25, 0.5]
+    await drain(r, rounds=2)
+    assert len(pub.stream) == 1
+
+
+async def test_invisible_rows_are_not_skipped_when_they_become_visible() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    held = store.add("a", txid=1)
+    held.visible = False  # its transaction is still open
+    store.add("b", txid=2)
+    r = relay(store, pub)
+    await drain(r, rounds=3)
+    assert [x.partition_key for x in pub.stream] == ["b"]
+    held.visible = True
+    await drain(r, rounds=3)
+    assert [x.partition_key for x in pub.stream] == ["b", "a"]
+
+
+async def test_run_stops_after_finishing_the_batch_in_hand() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    for i in range(50):
+        store.add(f"k{i}")
+    r = relay(store, pub)
+    stop = asyncio.Event()
+    task = asyncio.create_task(r.run(stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    published = {x.id for x in pub.stream}
+    marked = {x.id for x in store.rows.values() if x.sent}
+    assert published == marked
