@@ -48,7 +48,9 @@ class MemoryStore:
         self.rows[row_id] = row
         return row
 
-    async def claim(self, partitions: Sequence[int], exclude: Sequence[int], limit: int) -> list[OutboxRow]:  # noqa: E501
+    async def claim(
+        self, partitions: Sequence[int], exclude: Sequence[int], limit: int
+    ) -> list[OutboxRow]:
         await asyncio.sleep(0)
         if self.fail_claims:
             self.fail_claims -= 1

@@ -1,0 +1,247 @@
+"""The relay against real PostgreSQL and a real nats-server: guarantees 1-6 of DESIGN.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from outbox_client import CourseCreatedEvent, CourseUpdatedEvent, enqueue
+from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
+from relay.errors import StreamCoverageError
+from tests.harness import asyncpg_url
+from tests.relayrun import (
+    apply_default_streams,
+    engine,
+    event_ids,
+    jetstream,
+    produce,
+    running_relay,
+    stream_messages,
+    wait_for_messages,
+)
+
+
+def update(code: str, credits: int = 3) -> CourseUpdatedEvent:
+    return CourseUpdatedEvent(course_code=code, credits=credits)
+
+
+async def pg_rows(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(asyncpg_url(database_url))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_committed_events_reach_the_stream_with_headers_and_acks_recorded(
+    database_url: str, nats_url: str
+) -> None:
+    await apply_default_streams(nats_url)
+    events = [update(f"C{i % 13}", i % 7) for i in range(300)]
+    async with engine(database_url) as eng, running_relay(database_url, nats_url):
+        await produce(eng, events)
+        assert await wait_for_messages(nats_url, 300) == 300
+        await asyncio.sleep(0.3)
+    messages = await stream_messages(nats_url)
+    assert event_ids(messages) == [e.event_id for e in events]
+    first = messages[0]
+    assert first.data == events[0].to_bytes()
+    assert first.headers["Vertector-Event-Type"] == "academic.course.updated"
+    assert first.headers["Vertector-Schema-Version"] == "1"
+    rows = await pg_rows(database_url, "SELECT * FROM outbox_events ORDER BY id")
+    assert all(r["sent_at"] is not None for r in rows)
+    assert [r["stream_seq"] for r in rows] == list(range(1, 301))
+    assert {r["stream"] for r in rows} == {"ACADEMIC_EVENTS"}
+
+
+async def test_rolled_back_transactions_publish_nothing(database_url: str, nats_url: str) -> None:
+    await apply_default_streams(nats_url)
+    kept = update("KEPT")
+    async with engine(database_url) as eng, running_relay(database_url, nats_url):
+        for i in range(20):
+            async with eng.connect() as conn:
+                trans = await conn.begin()
+                await enqueue(conn, update(f"GONE{i}"))
+                await trans.rollback()
+        await produce(eng, [kept])
+        assert await wait_for_messages(nats_url, 1) == 1
+        await asyncio.sleep(0.5)
+    assert event_ids(await stream_messages(nats_url)) == [kept.event_id]
+
+
+async def test_late_commits_are_never_skipped_and_keys_keep_commit_order(
+    database_url: str, nats_url: str
+) -> None:
+    """Many producers commit out of id order; one transaction stays open for seconds."""
+    await apply_default_streams(nats_url)
+    async with (
+        engine(database_url) as eng,
+        running_relay(database_url, nats_url, poll_interval_seconds=0.05),
+    ):
+        held = await eng.connect()
+        trans = await held.begin()
+        slow = update("SLOW", 1)
+        await enqueue(held, slow)  # lowest id and txid of all: it must not be skipped
+
+        async def producer(n: int) -> None:
+            for i in range(25):
+                async with eng.begin() as conn:
+                    await enqueue(conn, update(f"K{n}", i))
+                await asyncio.sleep(0.001 * (n % 3))
+
+        await asyncio.gather(*(producer(n) for n in range(8)))
+        await asyncio.sleep(1.5)  # the relay polls meanwhile: nothing may be skipped
+        held_back = await wait_for_messages(nats_url, 1, timeout=0.5)
+        await trans.commit()
+        await held.close()
+        assert await wait_for_messages(nats_url, 201) == 201
+    messages = await stream_messages(nats_url)
+    ids = event_ids(messages)
+    assert slow.event_id in ids
+    assert held_back == 0, "rows of later transactions overtook an open one (xmin horizon)"
+    by_key: dict[str, list[int]] = {}
+    for m in messages:
+        body = json.loads(m.data)
+        by_key.setdefault(body["course_code"], []).append(body["credits"])
+    for key, credits in by_key.items():
+        if key != "SLOW":
+            assert credits == list(range(25)), key
+
+
+async def test_republish_is_dropped_by_jetstream_dedup(database_url: str, nats_url: str) -> None:
+    await apply_default_streams(nats_url)
+    events = [update(f"D{i}") for i in range(50)]
+    async with engine(database_url) as eng:
+        async with running_relay(database_url, nats_url) as app:
+            await produce(eng, events)
+            assert await wait_for_messages(nats_url, 50) == 50
+            await asyncio.sleep(0.3)
+        # Forget that they were sent, as a crash between PubAck and mark would.
+        async with eng.begin() as conn:
+            await conn.execute(text("UPDATE outbox_events SET sent_at = NULL"))
+        async with running_relay(database_url, nats_url) as app:
+            deadline = time.monotonic() + 20
+            while app.stats.published < 50 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert app.stats.duplicates == 50
+    assert len(await stream_messages(nats_url)) == 50
+
+
+async def test_poison_is_quarantined_while_healthy_events_flow(
+    database_url: str, nats_url: str
+) -> None:
+    await apply_default_streams(nats_url)
+    async with jetstream(nats_url) as js:
+        max_payload = js._nc.max_payload
+    # Under max_payload on its own, over it once the headers are added.
+    big = CourseCreatedEvent(
+        course_code="BIG", course_name="Big", semester="F", credits=3, instructor="X",
+        description="x" * (max_payload - 300),
+    )  # fmt: skip
+    assert len(big.to_bytes()) < max_payload
+    healthy = [update(f"H{i}") for i in range(100)]
+    async with engine(database_url) as eng:
+        async with eng.begin() as conn:
+            await enqueue(conn, big)
+            for subject in ("academic.course.*", "academic course.updated", "nowhere.to.go"):
+                await conn.execute(
+                    text(
+                        "INSERT INTO outbox_events (event_id, event_type, subject, partition_key, payload)"  # noqa: E501
+                        " VALUES (:id, 'x', :subject, :key, '\\x7b7d')"
+                    ),
+                    {"id": uuid.uuid4(), "subject": subject, "key": subject},
+                )
+        await produce(eng, healthy[:50])
+        async with running_relay(
+            database_url, nats_url, no_stream_max_attempts=3, retry_backoff_seconds=0.05
+        ) as app:
+            await produce(eng, healthy[50:])
+            assert await wait_for_messages(nats_url, 100) == 100
+            deadline = time.monotonic() + 20
+            while sum(app.stats.quarantined.values()) < 4 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert app.publisher.client.is_connected, "a poison message cost the connection"
+    rows = await pg_rows(
+        database_url,
+        "SELECT subject, last_error, attempts FROM outbox_events WHERE quarantined_at IS NOT NULL",
+    )
+    reasons = {r["subject"]: r["last_error"] for r in rows}
+    assert "over the server's max_payload" in reasons["academic.course.created"]
+    assert "wildcard" in reasons["academic.course.*"]
+    assert "whitespace" in reasons["academic course.updated"]
+    assert "gave up after 3 attempts" in reasons["nowhere.to.go"]
+    assert event_ids(await stream_messages(nats_url)) == [e.event_id for e in healthy]
+
+
+async def test_notify_wakes_the_relay_long_before_the_poll_interval(
+    database_url: str, nats_url: str
+) -> None:
+    await apply_default_streams(nats_url)
+    async with (
+        engine(database_url) as eng,
+        running_relay(database_url, nats_url, poll_interval_seconds=30),
+    ):
+        await asyncio.sleep(0.5)  # let the listener connect and the first scan pass
+        latencies = []
+        for i in range(20):
+            started = time.monotonic()
+            await produce(eng, [update(f"N{i}")])
+            assert await wait_for_messages(nats_url, i + 1, timeout=5) == i + 1
+            latencies.append(time.monotonic() - started)
+    assert max(latencies) < 5  # with a 30 s poll, only NOTIFY explains this
+
+
+async def test_sent_rows_are_purged_after_retention(database_url: str, nats_url: str) -> None:
+    await apply_default_streams(nats_url)
+    async with (
+        engine(database_url) as eng,
+        running_relay(
+            database_url,
+            nats_url,
+            retention_seconds=0,
+            purge_interval_seconds=0.1,
+            purge_batch_size=7,
+        ),
+    ):
+        await produce(eng, [update(f"P{i}") for i in range(40)])
+        assert await wait_for_messages(nats_url, 40) == 40
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not await pg_rows(database_url, "SELECT 1 FROM outbox_events"):
+                break
+            await asyncio.sleep(0.1)
+    assert await pg_rows(database_url, "SELECT 1 FROM outbox_events") == []
+
+
+async def test_run_refuses_to_start_when_a_subject_has_no_stream(
+    database_url: str, nats_url: str
+) -> None:
+    await apply_default_streams(nats_url, [s for s in DEFAULT_STREAMS if s.name != "NOTES_EVENTS"])
+    with pytest.raises(StreamCoverageError, match=r"notes\.created.*streams apply"):
+        async with running_relay(database_url, nats_url):
+            await asyncio.sleep(5)
+
+
+async def test_streams_apply_is_idempotent_and_reports_changes(nats_url: str) -> None:
+    from relay.streams import apply_streams
+
+    async with jetstream(nats_url) as js:
+        first = [str(a) for a in await apply_streams(js, DEFAULT_STREAMS)]
+        assert first == ["ACADEMIC_EVENTS: created", "NOTES_EVENTS: created"]
+        again = [a.action for a in await apply_streams(js, DEFAULT_STREAMS)]
+        assert again == ["unchanged", "unchanged"]
+        changed = StreamConfig(
+            **(DEFAULT_STREAMS[1].model_dump() | {"duplicate_window_seconds": 60})
+        )
+        [result] = await apply_streams(js, [changed])
+        assert result.action == "updated"
+        assert "duplicate_window 600.0 -> 60.0" in result.changes
+        info = await js.stream_info("ACADEMIC_EVENTS")
+        assert info.config.retention == "workqueue"
+        assert info.config.duplicate_window == 600
