@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from outbox_client.errors import EnqueueError
 from outbox_client.events.base import BaseEvent
+from outbox_client.headers import Header, check_header_value
 from outbox_client.table import outbox
 from outbox_client.tracing import current_trace_context
 
@@ -33,13 +34,16 @@ def _row(event: object, partition_key: str | None) -> dict[str, Any]:
     trace = current_trace_context()
     if trace and event.metadata.traceparent is None:
         event = event.model_copy(update={"metadata": event.metadata.model_copy(update=trace)})
+    key = partition_key if partition_key is not None else event.partition_key
+    headers = event.nats_headers()
+    headers[Header.PARTITION_KEY.value] = check_header_value("partition_key", key)
     return {
         "event_id": event.event_id,
         "event_type": event.event_type,
         "subject": event.subject,
-        "partition_key": partition_key if partition_key is not None else event.partition_key,
+        "partition_key": key,
         "payload": event.to_bytes(),
-        "headers": event.nats_headers(),
+        "headers": headers,
     }
 
 

@@ -98,5 +98,17 @@ outbox = Table(
     ),
 )
 
+#: The consumer side's record of applied events: one row per (consumer, event_id), written in
+#: the same transaction as the handler's effect. See ``outbox_client.inbox``.
+inbox = Table(
+    "outbox_inbox",
+    metadata,
+    Column("consumer", Text, primary_key=True),
+    Column("event_id", Uuid(as_uuid=True), primary_key=True),
+    Column("event_type", Text, nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("outbox_inbox_processed_at_idx", "processed_at"),
+)
+
 # Teach reflection the xid8 type, so that autogenerate compares it instead of warning.
 ischema_names["xid8"] = Xid8

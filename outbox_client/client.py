@@ -1,0 +1,87 @@
+"""``NATSClient``: one NATS connection with JetStream, as an async context manager.
+
+>>> config = NATSConfig(servers=["nats://localhost:4222"])
+>>> async with NATSClient(config) as client:  # doctest: +SKIP
+...     await client.js.stream_info("ACADEMIC_EVENTS")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from outbox_client.errors import OutboxError
+from outbox_client.nats_config import NATSConfig
+
+logger = logging.getLogger("outbox_client.nats")
+
+
+class NATSConnectionError(OutboxError):
+    """NATS could not be reached, or refused our credentials or certificates."""
+
+
+class NATSClient:
+    """Connects with :class:`NATSConfig` (reconnecting forever by default), exposes JetStream
+    as ``client.js`` and drains on exit so that nothing buffered is lost."""
+
+    def __init__(self, config: NATSConfig | None = None) -> None:
+        self.config = config or NATSConfig()
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+
+    async def connect(self) -> NATSClient:
+        async def on_error(exc: Exception) -> None:
+            logger.warning("nats error: %s: %s", type(exc).__name__, exc)
+
+        try:
+            self._nc = await nats.connect(**self.config.connect_options(), error_cb=on_error)
+        except Exception as exc:  # nats-py raises many unrelated types for "cannot connect"
+            raise NATSConnectionError(
+                f"cannot connect to NATS at {self.config.describe()}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._js = self._nc.jetstream() if self.config.enable_jetstream else None
+        return self
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise NATSConnectionError("not connected: use `async with NATSClient(...)`")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise NATSConnectionError(
+                "JetStream is off (NATS_ENABLE_JETSTREAM=false) or the client is not connected"
+            )
+        return self._js
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def close(self, drain_seconds: float = 10.0) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(nc.drain(), drain_seconds)
+        except (TimeoutError, nats.errors.Error):
+            await nc.close()
+
+    async def __aenter__(self) -> NATSClient:
+        return await self.connect()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

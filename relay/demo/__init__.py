@@ -1,0 +1,222 @@
+"""``vertector-relay demo`` / ``make demo``: the whole system on throw-away servers.
+
+PostgreSQL and nats-server start from their PyPI wheels in a temporary directory; the schema
+is migrated, the streams applied, the relay started; a schedule service commits a realistic mix
+of events while a notes service consumes them through its inbox. Progress is printed live and
+a summary at the end; everything stops on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from outbox_client.client import NATSClient
+from outbox_client.consumer import ConsumerConfig, EventConsumer
+from outbox_client.dburl import asyncpg_sqlalchemy_url
+from outbox_client.nats_config import NATSConfig
+from outbox_client.streams import DEFAULT_STREAMS
+from relay import schema
+from relay.app import RelayApp
+from relay.demo import notes_service, schedule_service
+from relay.embedded import EmbeddedNats, EmbeddedPostgres, server_dir
+from relay.log import setup_logging
+from relay.settings import RelaySettings
+from relay.streams import apply_streams
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Summary:
+    committed: int
+    published: int
+    consumed: int
+    duplicates_applied: int
+    redeliveries_skipped: int
+    lost: int
+    publish_p50_ms: float
+    publish_p99_ms: float
+    consume_p50_ms: float
+    consume_p99_ms: float
+    produce_seconds: float
+    total_seconds: float
+
+    def render(self) -> str:
+        rate = self.committed / self.produce_seconds if self.produce_seconds else 0.0
+        return "\n".join(
+            [
+                "== summary ==",
+                f"events committed      {self.committed}",
+                f"events published      {self.published}",
+                f"events consumed       {self.consumed}",
+                f"duplicates (applied)  {self.duplicates_applied}"
+                f"   (redeliveries dropped by the inbox: {self.redeliveries_skipped})",
+                f"lost                  {self.lost}",
+                f"commit -> published   p50 {self.publish_p50_ms:.1f} ms   p99 {self.publish_p99_ms:.1f} ms",  # noqa: E501
+                f"commit -> consumed    p50 {self.consume_p50_ms:.1f} ms   p99 {self.consume_p99_ms:.1f} ms",  # noqa: E501
+                f"throughput            {rate:.0f} events/s committed and relayed",
+                f"wall time             {self.total_seconds:.1f} s",
+            ]
+        )
+
+
+@contextlib.asynccontextmanager
+async def _servers() -> AsyncIterator[tuple[EmbeddedPostgres, EmbeddedNats]]:
+    base = server_dir("vertector-demo-")
+    pg = EmbeddedPostgres(base / "postgres")
+    nats_server = EmbeddedNats(base / "nats")
+    try:
+        await asyncio.to_thread(pg.start)
+        await asyncio.to_thread(nats_server.start)
+        _say(f"-- PostgreSQL 18 on {pg.url()} , NATS on {nats_server.url} (data in {base})")
+        yield pg, nats_server
+    finally:
+        await asyncio.to_thread(nats_server.stop)
+        await asyncio.to_thread(pg.stop)
+        shutil.rmtree(base, ignore_errors=True)
+        _say("-- servers stopped, temporary data removed")
+
+
+async def run_demo(*, events: int = 5000, stop: asyncio.Event | None = None) -> int:
+    stop = stop or asyncio.Event()
+    setup_logging("console", "WARNING")
+    started = time.monotonic()
+    async with _servers() as (pg, nats_server):
+        admin = await asyncpg.connect(pg.url())
+        await admin.execute("CREATE DATABASE notes_service")
+        await admin.close()
+        schedule_url, notes_url = pg.url("postgres"), pg.url("notes_service")
+        for url in (schedule_url, notes_url):
+            await asyncio.to_thread(schema.upgrade, url)
+        _say("-- schema migrated (alembic upgrade head) in the schedule and notes databases")
+        nats_config = NATSConfig(servers=[nats_server.url], client_name="demo")
+        async with NATSClient(nats_config) as client:
+            for applied in await apply_streams(client.js, DEFAULT_STREAMS):
+                _say(f"-- stream {applied}")
+            return await _run(events, schedule_url, notes_url, nats_config, client, stop, started)
+
+
+async def _run(
+    events: int,
+    schedule_url: str,
+    notes_url: str,
+    nats_config: NATSConfig,
+    client: NATSClient,
+    stop: asyncio.Event,
+    started: float,
+) -> int:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    schedule_db = create_async_engine(asyncpg_sqlalchemy_url(schedule_url), pool_size=8)
+    notes_db = create_async_engine(asyncpg_sqlalchemy_url(notes_url), pool_size=10)
+    await schedule_service.create_schema(schedule_db)
+    await notes_service.create_schema(notes_db)
+
+    committed: dict[uuid.UUID, float] = {}
+    service = schedule_service.ScheduleService(
+        schedule_db, lambda i, t: committed.__setitem__(i, t)
+    )
+    notes = notes_service.NotesService(notes_db)
+    consumer = EventConsumer(
+        client=client,
+        stream_name="ACADEMIC_EVENTS",
+        consumer_config=ConsumerConfig(
+            durable_name="notes-service-consumer", filter_subjects=("academic.>",)
+        ),
+        batch_size=256,
+        fetch_timeout=0.2,
+        concurrency=8,
+    )
+    relay = RelayApp(
+        RelaySettings(
+            database_url=schedule_url, instance_name="demo-relay", poll_interval_seconds=0.5
+        ),
+        nats_config,
+    )
+    relay_stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(relay.run(relay_stop), name="relay"),
+        asyncio.create_task(consumer.subscribe(notes.handle), name="notes-service"),
+    ]
+    _say(f"-- relay running; schedule-service committing {events} events with 4 concurrent clients")
+    produce_started = time.monotonic()
+    producer = asyncio.create_task(schedule_service.simulate(service, events))
+    produce_seconds = 0.0
+    try:
+        while True:
+            await asyncio.wait(
+                [producer, asyncio.ensure_future(stop.wait())],
+                timeout=0.5,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if producer.done() and not produce_seconds:
+                produce_seconds = time.monotonic() - produce_started
+                producer.result()
+            _say(
+                f"   committed {len(committed):6}  published {relay.stats.published:6}  "
+                f"consumed {len(notes.applied):6}"
+            )
+            if stop.is_set():
+                _say("-- interrupted: stopping")
+                break
+            if any(task.done() for task in tasks):
+                _say("-- a service stopped unexpectedly: stopping")
+                break
+            if producer.done() and len(notes.applied) >= len(committed):
+                break
+            if producer.done() and time.monotonic() - started > 120:
+                _say("-- gave up waiting for the consumer after 120 s")
+                break
+    finally:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+        consumer.stop()
+        relay_stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await schedule_db.dispose()
+        await notes_db.dispose()
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, BaseException):
+            print(f"{task.get_name()} failed: {result!r}", file=sys.stderr)
+            return 1
+    publish_ms = [
+        (notes.applied[i][0] - t) * 1000 for i, t in committed.items() if i in notes.applied
+    ]
+    consume_ms = [
+        (notes.applied[i][1] - t) * 1000 for i, t in committed.items() if i in notes.applied
+    ]
+    summary = Summary(
+        committed=len(committed),
+        published=relay.stats.published - relay.stats.duplicates,
+        consumed=len(notes.applied),
+        duplicates_applied=notes.duplicate_effects,
+        redeliveries_skipped=notes.skipped_duplicates,
+        lost=len(set(committed) - set(notes.applied)),
+        publish_p50_ms=percentile(publish_ms, 0.5),
+        publish_p99_ms=percentile(publish_ms, 0.99),
+        consume_p50_ms=percentile(consume_ms, 0.5),
+        consume_p99_ms=percentile(consume_ms, 0.99),
+        produce_seconds=produce_seconds or (time.monotonic() - produce_started),
+        total_seconds=time.monotonic() - started,
+    )
+    _say(summary.render())
+    ok = summary.lost == 0 and summary.duplicates_applied == 0 and not stop.is_set()
+    return 0 if ok else 1
