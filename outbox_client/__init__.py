@@ -3,7 +3,7 @@
 >>> from outbox_client import enqueue, CourseCreatedEvent, EventMetadata
 """
 
-from outbox_client.enqueue import enqueue, enqueue_many
+from outbox_client.enqueue import enqueue, enqueue_many, with_events
 from outbox_client.errors import (
     EnqueueError,
     EventDecodeError,
@@ -28,5 +28,6 @@ __all__ = [
     "metadata",
     "outbox",
     "partition_of",
+    "with_events",
     *_event_names,
 ]

@@ -231,3 +231,57 @@ async def test_duplicate_event_id_is_refused_by_the_database(
         async with async_engine.begin() as conn:
             await enqueue(conn, ev)
     assert len(await rows(database_url)) == 1
+
+
+# --- with_events: the domain write and its events in one statement ----------------------------
+
+
+async def test_with_events_commits_both_in_one_statement(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    from outbox_client import with_events
+
+    first, second = event("CS201"), event("CS202")
+    async with AsyncSession(async_engine) as session, session.begin():
+        await session.execute(with_events(insert(courses).values(code="CS201"), first, second))
+    stored = await rows(database_url)
+    assert [r["event_id"] for r in stored] == [first.event_id, second.event_id]
+    assert bytes(stored[0]["payload"]) == first.to_bytes()
+    assert await domain_rows(database_url) == 1
+
+
+async def test_with_events_fails_whole_when_the_domain_write_fails(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    from outbox_client import with_events
+
+    async with async_engine.begin() as conn:
+        await conn.execute(insert(courses).values(code="CS101"))
+    with pytest.raises(IntegrityError):
+        async with async_engine.begin() as conn:
+            await conn.execute(with_events(insert(courses).values(code="CS101"), event()))
+    assert await rows(database_url) == []
+
+
+def test_with_events_refuses_what_it_cannot_wrap() -> None:
+    from sqlalchemy import select
+
+    from outbox_client import with_events
+
+    with pytest.raises(EnqueueError, match="insert\\(\\), update\\(\\) or delete\\(\\)"):
+        with_events(select(courses), event())  # type: ignore[arg-type]
+    with pytest.raises(EnqueueError, match="at least one event"):
+        with_events(insert(courses).values(code="x"))
+
+
+async def test_async_fast_path_as_first_statement_still_joins_the_transaction(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    # enqueue as the very first statement: SQLAlchemy has not sent BEGIN yet, so the fast
+    # path must not be taken, or the row would commit on its own before the rollback.
+    async with async_engine.connect() as conn:
+        await conn.begin()
+        await enqueue(conn, event())
+        await enqueue(conn, event("CS102"))  # second call: fast path, inside the transaction
+        await conn.rollback()
+    assert await rows(database_url) == []

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats.errors
+import nats.js.errors
+import pytest
+
+from relay.checks import header_size, outgoing_headers, precheck, subject_problem
+from relay.classify import classify
+from relay.ports import OutboxRow, Verdict
+from relay.queries import all_queries, query
+
+
+def row(
+    subject: str = "academic.course.created", payload: bytes = b"{}", **headers: str
+) -> OutboxRow:
+    return OutboxRow(1, uuid.uuid4(), subject, "k", payload, headers, 0, datetime.now(UTC))
+
+
+def test_header_size_matches_what_nats_py_writes() -> None:
+    from nats.aio.client import _CRLF_, NATS_HDR_LINE
+
+    headers = {"Nats-Msg-Id": str(uuid.uuid4()), "Vertector-Event-Type": "academic.x.y", "ü": "é"}
+    block = bytearray(NATS_HDR_LINE + _CRLF_)
+    for key, value in headers.items():
+        block += key.encode() + b": " + value.encode() + _CRLF_
+    block += _CRLF_
+    assert header_size(headers) == len(block)
+
+
+@pytest.mark.parametrize(
+    ("subject", "problem"),
+    [
+        ("academic.course.created", None),
+        ("", "empty"),
+        ("academic.*.created", "wildcard"),
+        ("academic.>", "wildcard"),
+        ("academic course", "whitespace"),
+        ("academic..course", "empty token"),
+        (".academic", "empty token"),
+        ("a" * 5000, "5000 characters"),
+    ],
+)
+def test_subject_problems(subject: str, problem: str | None) -> None:
+    found = subject_problem(subject)
+    assert (found is None) if problem is None else (problem in (found or ""))
+
+
+def test_msg_id_is_always_the_event_id() -> None:
+    r = row(**{"Nats-Msg-Id": "forged"})
+    assert outgoing_headers(r)["Nats-Msg-Id"] == str(r.event_id)
+
+
+def test_oversize_counts_the_headers() -> None:
+    r = row(payload=b"x" * 1000)
+    headers = outgoing_headers(r)
+    assert precheck(r, headers, 1000 + header_size(headers)) is None
+    failure = precheck(r, headers, 1000 + header_size(headers) - 1)
+    assert failure is not None and failure.verdict is Verdict.POISON
+    assert "over the server's max_payload" in failure.reason
+
+
+def test_header_values_with_line_breaks_are_poison() -> None:
+    r = row(**{"Vertector-Correlation-Id": "a\r\nInjected: yes"})
+    failure = precheck(r, outgoing_headers(r), 1_000_000)
+    assert failure is not None and failure.verdict is Verdict.POISON
+
+
+@pytest.mark.parametrize(
+    ("exc", "verdict"),
+    [
+        (nats.js.errors.NoStreamResponseError(), Verdict.NO_STREAM),
+        (nats.errors.TimeoutError(), Verdict.TRANSIENT),
+        (TimeoutError(), Verdict.TRANSIENT),
+        (nats.errors.ConnectionClosedError(), Verdict.TRANSIENT),
+        (nats.errors.OutboundBufferLimitError(), Verdict.TRANSIENT),
+        (nats.errors.BadSubjectError(), Verdict.POISON),
+        (nats.errors.BadHeaderError("x y"), Verdict.POISON),
+        (nats.errors.MaxPayloadError(), Verdict.POISON),
+        (
+            nats.js.errors.APIError(
+                code=503, err_code=10077, description="maximum messages exceeded"
+            ),
+            Verdict.TRANSIENT,
+        ),
+        (
+            nats.js.errors.APIError(
+                code=400, err_code=10054, description="message size exceeds maximum allowed"
+            ),
+            Verdict.POISON,
+        ),
+        (RuntimeError("surprise"), Verdict.TRANSIENT),
+    ],
+)
+def test_classify(exc: BaseException, verdict: Verdict) -> None:
+    assert classify(exc).verdict is verdict
+
+
+def test_every_query_name_used_by_the_code_exists() -> None:
+    root = Path(__file__).resolve().parents[2] / "relay"
+    source = "\n".join(path.read_text() for path in root.rglob("*.py"))
+    used = set(re.findall(r'_call\(\s*"\w+",\s*"(\w+)"', source))
+    used |= set(re.findall(r'\bquery\("(\w+)"\)', source))
+    assert used, "the pattern no longer finds the names: fix this test"
+    assert used <= set(all_queries()), used - set(all_queries())
+    with pytest.raises(KeyError, match="no '-- nope --' block"):
+        query("nope")
