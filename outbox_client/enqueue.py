@@ -100,36 +100,6 @@ def with_events(
 def enqueue_many(
     session: SyncTarget, events: Iterable[BaseEvent], *, partition_key: str | None = None
 ) -> None: ...
-def with_events(
-    statement: Insert | Update | Delete, *events: BaseEvent, partition_key: str | None = None
-) -> Insert:
-    """``statement`` and the outbox insert of ``events`` as ONE SQL statement.
-
-    The domain write becomes a data-modifying CTE of the outbox INSERT, so the pair costs one
-    round trip instead of two: on a single-insert transaction ``enqueue`` costs the producer
-    about 25-30 % of its transactions/s on this machine, ``with_events`` about 10 %
-    (``make bench``, (d)). Both writes commit or roll back together with the caller's
-    transaction, exactly as with ``enqueue``. The domain statement's RETURNING rows are not
-    returned; use ``enqueue`` when you need them.
-
-    >>> await session.execute(with_events(  # doctest: +SKIP
-    ...     insert(courses).values(code="CS101", name="Intro"),
-    ...     CourseCreatedEvent(course_code="CS101", ...)))
-    """
-    if not isinstance(statement, Insert | Update | Delete):
-        raise EnqueueError(
-            "with_events() takes a Core insert(), update() or delete() statement, got "
-            f"{type(statement).__name__}: use enqueue() next to other statements"
-        )
-    if not events:
-        raise EnqueueError("with_events() needs at least one event")
-    rows = _rows(events, partition_key)
-    # One row as keywords: a list would make a multi-VALUES statement that misses the
-    # compiled-statement cache and costs more than the round trip it saves.
-    values = insert(outbox).values(**rows[0]) if len(rows) == 1 else insert(outbox).values(rows)
-    return values.add_cte(statement.cte("outbox_domain_write"))
-
-
 @overload
 def enqueue_many(
     session: AsyncTarget, events: Iterable[BaseEvent], *, partition_key: str | None = None
@@ -198,7 +168,7 @@ async def _insert_async(target: AsyncSession | AsyncConnection, rows: list[dict[
         await connection.execute(_INSERT, rows)
         return
     # The hot path: straight to asyncpg, 3x less CPU than a Core insert (bench/run.py (d)).
-    args = [tuple(row[c] for c in _COLUMNS[:-1]) + (json.dumps(row["headers"]),) for row in rows]
+    args = [(*(row[c] for c in _COLUMNS[:-1]), json.dumps(row["headers"])) for row in rows]
     if len(args) == 1:
         await driver.execute(_ASYNCPG_INSERT, *args[0])
     else:
