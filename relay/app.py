@@ -40,7 +40,9 @@ class RelayApp:
         )
         self.stats = RelayStats()
         self.wakeup = asyncio.Event()
-        self.store = PgStore(settings.dsn, pool_size=settings.pool_size)
+        self.store = PgStore(
+            settings.dsn, pool_size=settings.pool_size, keep_sent=settings.retention_seconds > 0
+        )
         self.publisher = NatsPublisher(
             nats_config,
             max_in_flight=settings.max_in_flight,

@@ -30,8 +30,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class PgStore:
     """Claims, marks and purges outbox rows through a small asyncpg pool."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 4, command_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 4,
+        command_timeout: float = 30.0,
+        keep_sent: bool = True,
+    ) -> None:
         self.dsn = dsn
+        self.keep_sent = keep_sent
         self.pool_size = pool_size
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
@@ -91,6 +99,10 @@ class PgStore:
         ]
 
     async def mark_sent(self, sent: Sequence[Sent]) -> int:
+        """Record the PubAcks: update the rows (kept for replay) or delete them."""
+        if not self.keep_sent:
+            status = await self._call("execute", "delete_sent", [s.row_id for s in sent])
+            return int(status.split()[-1])
         status = await self._call(
             "execute",
             "mark_sent",

@@ -60,7 +60,9 @@ class RelaySettings(BaseSettings):
         description="'no stream' answers before an event is quarantined",
     )
     retention_seconds: float = Field(
-        default=86_400.0, ge=0, description="how long sent rows stay for replay before purge"
+        default=0.0,
+        ge=0,
+        description="how long sent rows stay (for replay and audit); 0 deletes them on PubAck",
     )
     purge_interval_seconds: float = Field(
         default=30.0, gt=0, description="time between purge rounds"

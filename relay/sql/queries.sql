@@ -22,6 +22,11 @@ SET sent_at = now(), stream = a.stream, stream_seq = a.seq,
 FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS a(id, stream, seq)
 WHERE o.id = a.id AND o.sent_at IS NULL
 
+-- delete_sent --
+-- With no retention, a PubAck deletes the row: cheaper than an UPDATE, which would copy the
+-- whole row (payload included) into a new version.
+DELETE FROM outbox_events WHERE id = ANY($1::bigint[])
+
 -- record_failures --
 UPDATE outbox_events AS o
 SET attempts = o.attempts + 1, last_error = f.error

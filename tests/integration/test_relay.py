@@ -44,7 +44,10 @@ async def test_committed_events_reach_the_stream_with_headers_and_acks_recorded(
 ) -> None:
     await apply_default_streams(nats_url)
     events = [update(f"C{i % 13}", i % 7) for i in range(300)]
-    async with engine(database_url) as eng, running_relay(database_url, nats_url):
+    async with (
+        engine(database_url) as eng,
+        running_relay(database_url, nats_url, retention_seconds=3600),
+    ):  # noqa: E501
         await produce(eng, events)
         assert await wait_for_messages(nats_url, 300) == 300
         await asyncio.sleep(0.3)
@@ -118,19 +121,19 @@ async def test_republish_is_dropped_by_jetstream_dedup(database_url: str, nats_u
     await apply_default_streams(nats_url)
     events = [update(f"D{i}") for i in range(50)]
     async with engine(database_url) as eng:
-        async with running_relay(database_url, nats_url) as app:
+        async with running_relay(database_url, nats_url) as app:  # deletes rows on PubAck
             await produce(eng, events)
             assert await wait_for_messages(nats_url, 50) == 50
             await asyncio.sleep(0.3)
         # Forget that they were sent, as a crash between PubAck and mark would.
-        async with eng.begin() as conn:
-            await conn.execute(text("UPDATE outbox_events SET sent_at = NULL"))
+        await produce(eng, [e.model_copy() for e in events])
         async with running_relay(database_url, nats_url) as app:
             deadline = time.monotonic() + 20
             while app.stats.published < 50 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert app.stats.duplicates == 50
     assert len(await stream_messages(nats_url)) == 50
+    assert await pg_rows(database_url, "SELECT 1 FROM outbox_events") == []
 
 
 async def test_poison_is_quarantined_while_healthy_events_flow(
