@@ -47,7 +47,7 @@ async def test_committed_events_reach_the_stream_with_headers_and_acks_recorded(
     async with (
         engine(database_url) as eng,
         running_relay(database_url, nats_url, retention_seconds=3600),
-    ):  # noqa: E501
+    ):
         await produce(eng, events)
         assert await wait_for_messages(nats_url, 300) == 300
         await asyncio.sleep(0.3)
