@@ -1,0 +1,320 @@
+"""The client library against a real nats-server (and PostgreSQL for the inbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+from pydantic import BaseModel
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from outbox_client import (
+    BaseEvent,
+    ConsumerConfig,
+    CourseCreatedEvent,
+    CourseUpdatedEvent,
+    EventConsumer,
+    EventMetadata,
+    EventPublisher,
+    Inbox,
+    NATSClient,
+    NATSConfig,
+    PermanentError,
+)
+from outbox_client.request import NoResponderError, RemoteError, RequestTimeoutError, request, serve
+from tests.relayrun import apply_default_streams, engine
+
+effects_md = MetaData()
+effects = Table(
+    "test_effects",
+    effects_md,
+    Column("event_id", String, primary_key=True),
+    Column("applied", Integer, nullable=False),
+)
+
+
+def course(code: str = "CS101") -> CourseCreatedEvent:
+    return CourseCreatedEvent(
+        course_code=code, course_name="Intro to Computer Science", semester="Fall 2025",
+        credits=3, instructor="Dr. Smith",
+        metadata=EventMetadata(source_service="schedule-service", user_id="student_123"),
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def consuming(consumer: EventConsumer, handler: object) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(consumer.subscribe(handler))  # type: ignore[arg-type]
+    try:
+        yield task
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def until(predicate: object, timeout: float = 15) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_quick_start_publishing_runs_as_written(
+    nats_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await apply_default_streams(nats_url)
+    # --- the product description's "Publishing Events", only the import line changed ---
+    from outbox_client import (
+        CourseCreatedEvent,
+        EventMetadata,
+        EventPublisher,
+        NATSClient,
+        NATSConfig,
+    )
+
+    config = NATSConfig(servers=[nats_url])
+
+    async with NATSClient(config) as client:
+        publisher = EventPublisher(client)
+
+        event = CourseCreatedEvent(
+            course_code="CS101",
+            course_name="Intro to Computer Science",
+            semester="Fall 2025",
+            credits=3,
+            instructor="Dr. Smith",
+            metadata=EventMetadata(source_service="schedule-service", user_id="student_123"),
+        )
+
+        ack = await publisher.publish(event)
+        print(f"Published to stream {ack.stream}, seq {ack.seq}")
+    # --- end of the snippet ---
+    assert "Published to stream ACADEMIC_EVENTS, seq 1" in capsys.readouterr().out
+    async with NATSClient(config) as client:
+        again = await EventPublisher(client).publish(event)
+    assert again.duplicate and again.seq == 1  # Nats-Msg-Id = event_id: dropped by JetStream
+
+
+async def test_quick_start_consuming_runs_as_written(nats_url: str) -> None:
+    await apply_default_streams(nats_url)
+    received: list[str] = []
+
+    async def create_course_notebook(code: str) -> None:
+        received.append(code)
+
+    # --- the product description's "Consuming Events", only the import line changed ---
+
+    from outbox_client import ConsumerConfig, EventConsumer, NATSClient, NATSConfig
+
+    async def handle_event(event: BaseEvent, msg: Msg) -> None:
+        """Process incoming events"""
+        print(f"Received: {event.event_type}")
+
+        if event.event_type == "academic.course.created":
+            # Handle course creation in note-taking service
+            await create_course_notebook(event.course_code)  # type: ignore[attr-defined]
+
+        await msg.ack()  # Acknowledge successful processing
+
+    config = NATSConfig(servers=[nats_url])
+
+    async with NATSClient(config) as client:
+        consumer_config = ConsumerConfig(
+            durable_name="notes-service-consumer",
+            filter_subjects=["academic.course.*", "academic.assignment.*"],
+            ack_policy="explicit",
+            max_deliver=3,  # Retry up to 3 times
+        )
+
+        consumer = EventConsumer(
+            client=client,
+            stream_name="ACADEMIC_EVENTS",
+            consumer_config=consumer_config,
+            batch_size=10,
+        )
+
+        # Start consuming (runs indefinitely)
+        task = asyncio.create_task(consumer.subscribe(handle_event))
+        # --- end of the snippet (it runs until stopped) ---
+        if (
+            client.nc.connected_server_version.minor < 10
+            and client.nc.connected_server_version.major == 2
+        ):
+            with pytest.raises(Exception, match="several filter_subjects need nats-server 2.10"):
+                await task
+            return
+        await EventPublisher(client).publish_batch([course("CS101"), course("CS102")])
+        await until(lambda: len(received) == 2)
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
+    assert received == ["CS101", "CS102"]
+
+
+async def test_inbox_applies_redeliveries_and_late_republishes_once(
+    nats_url: str, database_url: str
+) -> None:
+    # A stream whose dedup window is 1 s, so a re-publish after it is stored again.
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        await client.js.add_stream(
+            js_api.StreamConfig(name="T_ACADEMIC", subjects=["academic.>"], duplicate_window=1)
+        )
+        async with engine(database_url) as eng:
+            async with eng.begin() as conn:
+                await conn.run_sync(effects_md.create_all)
+            inbox = Inbox(eng, consumer="notes-service")
+            crashed: set[str] = set()
+
+            async def effect(conn: AsyncConnection, event: BaseEvent) -> None:
+                await conn.execute(
+                    insert(effects)
+                    .values(event_id=str(event.event_id), applied=1)
+                    .on_conflict_do_update(
+                        index_elements=["event_id"], set_={"applied": effects.c.applied + 1}
+                    )  # fmt: skip
+                )
+
+            async def handler(event: BaseEvent, msg: Msg) -> None:
+                applied = await inbox.apply(event, effect)
+                if applied and str(event.event_id) not in crashed:
+                    crashed.add(str(event.event_id))
+                    # The effect committed, then the handler failed before its ack.
+                    raise ConnectionError("lost the connection before acking")
+                await msg.ack()
+
+            consumer = EventConsumer(
+                client, "T_ACADEMIC",
+                ConsumerConfig(durable_name="notes", ack_wait_seconds=1, nak_backoff_seconds=(0.1,)),
+                batch_size=5, fetch_timeout=0.2,
+            )  # fmt: skip
+            events = [course(f"C{i}") for i in range(5)]
+            publisher = EventPublisher(client)
+            async with consuming(consumer, handler):
+                await publisher.publish_batch(events)
+                await until(lambda: consumer.redelivered >= 5)  # nak'ed: redelivered
+                await asyncio.sleep(1.2)  # past the duplicate window
+                acks = await publisher.publish_batch(events)  # the relay re-publishing late
+                assert not any(a.duplicate for a in acks)
+                await until(lambda: consumer.processed >= 10)
+            async with eng.connect() as conn:
+                counts = (await conn.execute(select(effects.c.applied))).scalars().all()
+    assert sorted(counts) == [1] * 5, "an effect was applied more than once"
+
+
+async def test_failures_retry_then_dead_letter_with_reason_and_headers(nats_url: str) -> None:
+    await apply_default_streams(nats_url)
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        attempts: dict[str, int] = {}
+
+        async def handler(event: BaseEvent, msg: Msg) -> None:
+            code = event.course_code  # type: ignore[attr-defined]
+            attempts[code] = attempts.get(code, 0) + 1
+            if code == "FLAKY" and attempts[code] < 2:
+                raise ConnectionError("database blip")
+            if code == "BROKEN":
+                raise ValueError("cannot ever work")
+            if code == "REJECT":
+                raise PermanentError("course code reserved")
+
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS",
+            ConsumerConfig(durable_name="notes", max_deliver=3, nak_backoff_seconds=(0.05,)),
+            fetch_timeout=0.2,
+        )  # fmt: skip
+        broken = course("BROKEN")
+        async with consuming(consumer, handler):
+            await EventPublisher(client).publish_batch(
+                [course("FLAKY"), broken, course("REJECT"), course("FINE")]
+            )
+            await until(lambda: consumer.dead_lettered == 2 and consumer.processed == 2)
+        assert attempts == {"FLAKY": 2, "BROKEN": 3, "REJECT": 1, "FINE": 1}
+        info = await client.js.stream_info("DEAD_LETTERS")
+        assert info.state.messages == 2
+        letters = [
+            await client.js.get_msg("DEAD_LETTERS", seq)
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        ]
+        [dead] = [m for m in letters if m.data == broken.to_bytes()]
+        [rejected] = [m for m in letters if m.data != broken.to_bytes()]
+        assert dead.subject == "deadletter.academic.course.created"
+        assert dead.headers["Vertector-Dead-Reason"].startswith("failed 3 deliveries")
+        assert "ValueError: cannot ever work" in dead.headers["Vertector-Dead-Reason"]
+        assert dead.headers["Nats-Msg-Id"].endswith(str(broken.event_id))
+        assert dead.headers["Vertector-Event-Type"] == "academic.course.created"
+        assert dead.headers["Vertector-Original-Stream"] == "ACADEMIC_EVENTS"
+        assert rejected.headers["Vertector-Dead-Reason"] == "permanent: course code reserved"
+
+
+async def test_concurrent_consumer_keeps_each_key_in_order(nats_url: str) -> None:
+    await apply_default_streams(nats_url)
+    seen: dict[str, list[int]] = {}
+
+    async def handler(event: BaseEvent, msg: Msg) -> None:
+        assert isinstance(event, CourseUpdatedEvent)
+        await asyncio.sleep(0.001 * (event.credits or 0 % 3))
+        seen.setdefault(event.course_code, []).append(event.credits or 0)
+
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        events = [
+            CourseUpdatedEvent(course_code=f"K{k}", credits=i)
+            for i in range(1, 21) for k in range(6)
+        ]  # fmt: skip
+        # What the relay sends: the partition key travels as a header.
+        for e in events:
+            await client.js.publish(
+                e.subject,
+                e.to_bytes(),
+                headers=e.nats_headers()
+                | {"Vertector-Partition-Key": e.partition_key, "Nats-Msg-Id": str(e.event_id)},
+            )
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name="notes"),
+            batch_size=50, concurrency=4, fetch_timeout=0.2,
+        )  # fmt: skip
+        async with consuming(consumer, handler):
+            await until(lambda: sum(map(len, seen.values())) == len(events))
+    assert seen == {f"K{k}": list(range(1, 21)) for k in range(6)}
+
+
+class GetCourse(BaseModel):
+    code: str
+
+
+class CourseInfo(BaseModel):
+    code: str
+    credits: int
+
+
+async def test_request_reply_typed_with_clear_errors(nats_url: str) -> None:
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        with pytest.raises(NoResponderError, match="no responder on 'schedule.course.get'"):
+            await request(
+                client, "schedule.course.get", GetCourse(code="CS101"), CourseInfo, timeout=1
+            )
+
+        async def answer(req: GetCourse) -> CourseInfo:
+            if req.code == "NOPE":
+                raise LookupError("no such course")
+            if req.code == "SLOW":
+                await asyncio.sleep(2)
+            return CourseInfo(code=req.code, credits=3)
+
+        sub = await serve(client, "schedule.course.get", GetCourse, answer)
+        reply = await request(client, "schedule.course.get", GetCourse(code="CS101"), CourseInfo)
+        assert reply == CourseInfo(code="CS101", credits=3)
+        with pytest.raises(RemoteError, match="LookupError: no such course"):
+            await request(client, "schedule.course.get", GetCourse(code="NOPE"), CourseInfo)
+        with pytest.raises(RequestTimeoutError, match="within 0.3 s"):
+            await request(
+                client, "schedule.course.get", GetCourse(code="SLOW"), CourseInfo, timeout=0.3
+            )
+        await sub.unsubscribe()
+
+
+del update, func, AsyncEngine
