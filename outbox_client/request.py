@@ -49,7 +49,7 @@ async def request(
     payload: BaseModel,
     response_type: type[Resp],
     *,
-    timeout: float = 5.0,
+    timeout: float = 5.0,  # noqa: ASYNC109 - the NATS request timeout, passed through
 ) -> Resp:
     """Send ``payload`` and parse the answer as ``response_type``."""
     try:

@@ -177,7 +177,7 @@ async def test_inbox_applies_redeliveries_and_late_republishes_once(
                     .values(event_id=str(event.event_id), applied=1)
                     .on_conflict_do_update(
                         index_elements=["event_id"], set_={"applied": effects.c.applied + 1}
-                    )  # fmt: skip
+                    )
                 )
 
             async def handler(event: BaseEvent, msg: Msg) -> None:
