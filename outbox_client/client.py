@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
+from typing import Any
 
 import nats
 import nats.errors
@@ -26,6 +27,26 @@ class NATSConnectionError(OutboxError):
     """NATS could not be reached, or refused our credentials or certificates."""
 
 
+async def connect_nats(config: NATSConfig, **callbacks: Any) -> Client:
+    """Connect with ``config``; the *first* connection tries each server twice and raises.
+
+    nats-py uses one setting for the first connection and for reconnects, and with the
+    forever-reconnect default (-1) a wrong URL or password would hang the caller silently.
+    So the first attempt is bounded, and the configured reconnect policy applies from then on.
+    """
+    options = config.connect_options() | callbacks
+    reconnects = options["max_reconnect_attempts"]
+    options["max_reconnect_attempts"] = 1
+    try:
+        nc = await nats.connect(**options)
+    except Exception as exc:  # nats-py raises OSError, its own errors, ssl errors, timeouts
+        raise NATSConnectionError(
+            f"cannot connect to NATS at {config.describe()}: {type(exc).__name__}: {exc}"
+        ) from exc
+    nc.options["max_reconnect_attempts"] = reconnects
+    return nc
+
+
 class NATSClient:
     """Connects with :class:`NATSConfig` (reconnecting forever by default), exposes JetStream
     as ``client.js`` and drains on exit so that nothing buffered is lost."""
@@ -39,12 +60,7 @@ class NATSClient:
         async def on_error(exc: Exception) -> None:
             logger.warning("nats error: %s: %s", type(exc).__name__, exc)
 
-        try:
-            self._nc = await nats.connect(**self.config.connect_options(), error_cb=on_error)
-        except Exception as exc:  # nats-py raises many unrelated types for "cannot connect"
-            raise NATSConnectionError(
-                f"cannot connect to NATS at {self.config.describe()}: {type(exc).__name__}: {exc}"
-            ) from exc
+        self._nc = await connect_nats(self.config, error_cb=on_error)
         self._js = self._nc.jetstream() if self.config.enable_jetstream else None
         return self
 

@@ -9,8 +9,10 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+_propagate: Any
 try:
-    from opentelemetry import propagate as _propagate
+    import opentelemetry.propagate as _propagate
+    import opentelemetry.trace as _trace
 except ImportError:  # pragma: no cover - exercised when OpenTelemetry is absent
     _propagate = None
 
@@ -37,10 +39,8 @@ def consumer_span(headers: Mapping[str, str] | None, event_type: str) -> Iterato
     if _propagate is None:
         yield
         return
-    from opentelemetry import trace
-
-    tracer = trace.get_tracer("outbox_client")
+    tracer = _trace.get_tracer("outbox_client")
     with tracer.start_as_current_span(
-        f"consume {event_type}", context=extract_context(headers), kind=trace.SpanKind.CONSUMER
+        f"consume {event_type}", context=extract_context(headers), kind=_trace.SpanKind.CONSUMER
     ):
         yield

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import nats
-
+from outbox_client.client import NATSConnectionError, connect_nats
 from outbox_client.streams import load_streams
 from relay import schema
 from relay.app import RelayApp
@@ -36,9 +35,9 @@ async def streams_apply(path: Path | None = None) -> list[str]:
     )
     specs = load_streams(_streams_file(path))
     try:
-        nc = await nats.connect(**nats_config.connect_options())
-    except Exception as exc:
-        raise PublishError(f"cannot connect to NATS at {nats_config.describe()}: {exc}") from exc
+        nc = await connect_nats(nats_config)
+    except NATSConnectionError as exc:
+        raise PublishError(str(exc)) from exc
     try:
         return [str(result) for result in await apply_streams(nc.jetstream(), specs)]
     finally:
