@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from types import TracebackType
 from typing import Any
@@ -28,21 +29,37 @@ class NATSConnectionError(OutboxError):
 
 
 async def connect_nats(config: NATSConfig, **callbacks: Any) -> Client:
-    """Connect with ``config``; the *first* connection tries each server twice and raises.
+    """Connect with ``config``; the *first* connection is bounded and raises on failure.
 
     nats-py uses one setting for the first connection and for reconnects, and with the
-    forever-reconnect default (-1) a wrong URL or password would hang the caller silently.
-    So the first attempt is bounded, and the configured reconnect policy applies from then on.
+    forever-reconnect default (-1) a wrong URL, password or CA would hang the caller. So the
+    first attempt tries each server twice within a deadline, raising with the last error seen;
+    the configured reconnect policy applies from then on.
     """
     options = config.connect_options() | callbacks
     reconnects = options["max_reconnect_attempts"]
     options["max_reconnect_attempts"] = 1
+    last_error: list[BaseException] = []
+    user_error_cb = options.get("error_cb")
+
+    async def remember(exc: Exception) -> None:
+        last_error[:] = [exc]
+        if user_error_cb is not None:
+            await user_error_cb(exc)
+
+    options["error_cb"] = remember
+    per_server = config.connect_timeout_seconds + config.reconnect_wait_seconds
+    deadline = 2 * len(config.servers) * per_server + 1.0
+    nc = Client()
     try:
-        nc = await nats.connect(**options)
+        await asyncio.wait_for(nc.connect(**options), deadline)
     except Exception as exc:  # nats-py raises OSError, its own errors, ssl errors, timeouts
+        with contextlib.suppress(Exception):
+            await nc.close()
+        cause = last_error[0] if last_error else exc
         raise NATSConnectionError(
-            f"cannot connect to NATS at {config.describe()}: {type(exc).__name__}: {exc}"
-        ) from exc
+            f"cannot connect to NATS at {config.describe()}: {type(cause).__name__}: {cause}"
+        ) from cause
     nc.options["max_reconnect_attempts"] = reconnects
     return nc
 

@@ -72,6 +72,8 @@ class NATSConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> NATSConfig:
+        if self.username is not None and self.password is None:
+            raise ValueError("NATS_USERNAME is set without NATS_PASSWORD")
         if self.enable_auth:
             has_user = self.username is not None and self.password is not None
             others = (self.token, self.credentials_file, self.nkey_seed_file)
@@ -80,8 +82,6 @@ class NATSConfig(BaseSettings):
                     "NATS_ENABLE_AUTH=true needs credentials: set NATS_USERNAME and NATS_PASSWORD, "
                     "or NATS_TOKEN, or NATS_CREDENTIALS_FILE, or NATS_NKEY_SEED_FILE"
                 )
-            if self.username is not None and self.password is None:
-                raise ValueError("NATS_USERNAME is set without NATS_PASSWORD")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together: set both")
         if self.enable_tls:
