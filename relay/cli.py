@@ -7,7 +7,9 @@ import asyncio
 import json
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,39 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="upgrade the schema (same as `alembic upgrade head`)")
     migrate.add_argument("--revision", default="head")
 
+    dead = sub.add_parser(
+        "dead-letters", help="quarantined outbox events: list, show, requeue, purge"
+    )
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    listing = dead_sub.add_parser("list", help="newest quarantined events")
+    listing.add_argument("--event-type")
+    listing.add_argument("--reason", help="substring of the quarantine reason")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    show = dead_sub.add_parser("show", help="one quarantined event, headers included")
+    show.add_argument("event_id", type=uuid.UUID)
+    for name, text in (("requeue", "give events back to the relay"), ("purge", "delete them")):
+        action = dead_sub.add_parser(name, help=text)
+        action.add_argument("--event-id", type=uuid.UUID, action="append", dest="event_ids")
+        action.add_argument("--event-type")
+        if name == "requeue":
+            action.add_argument("--all", action="store_true", help="every quarantined event")
+
+    replay = sub.add_parser("replay", help="re-publish retained, already-sent events "
+                            "(needs RELAY_RETENTION_SECONDS > 0)")  # fmt: skip
+    replay.add_argument("--since", type=datetime.fromisoformat, help="ISO time, inclusive")
+    replay.add_argument("--until", type=datetime.fromisoformat, help="ISO time, exclusive")
+    replay.add_argument("--from-id", type=int)
+    replay.add_argument("--to-id", type=int)
+    replay.add_argument("--event-type")
+
+    cdl = sub.add_parser("consumer-dead-letters", help="the consumers' DEAD_LETTERS stream")
+    cdl_sub = cdl.add_subparsers(dest="cdl_command", required=True, metavar="ACTION")
+    cdl_list = cdl_sub.add_parser("list", help="oldest dead letters, with reasons")
+    cdl_list.add_argument("--limit", type=int, default=100)
+    cdl_replay = cdl_sub.add_parser("replay", help="send dead letters back to their subject")
+    cdl_replay.add_argument("seq", type=int, nargs="+")
+
     demo = sub.add_parser("demo", help="the whole system on throw-away servers from the wheels")
     demo.add_argument("--events", type=int, default=5000, help="events to produce (default 5000)")
     return parser
@@ -122,6 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands.migrate(args.revision)
             print(f"schema at {args.revision}")
             return 0
+        if args.command == "dead-letters":
+            return asyncio.run(commands.dead_letters(args))
+        if args.command == "replay":
+            count = asyncio.run(commands.replay(args))
+            print(f"{count} events marked for re-publishing")
+            return 0
+        if args.command == "consumer-dead-letters":
+            return asyncio.run(commands.consumer_dead_letters(args))
         if args.command == "demo":
             from relay.demo import run_demo
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from outbox_client.client import NATSConnectionError, connect_nats
+from outbox_client.client import NATSClient, NATSConnectionError, connect_nats
+from outbox_client.dburl import asyncpg_dsn
+from outbox_client.deadletters import list_dead_letters, replay_dead_letter
 from outbox_client.streams import load_streams
-from relay import schema
+from relay import admin, schema
 from relay.app import RelayApp
 from relay.errors import ConfigError, PublishError, RelayError, StoreError
 from relay.natspublisher import NatsPublisher
@@ -117,3 +121,68 @@ def format_status(report: dict[str, Any]) -> str:
     for name, state in report["streams"].items():
         lines.append(f"  {name:22} {state['messages']} messages, last seq {state['last_seq']}")
     return "\n".join(lines)
+
+
+def _dsn() -> str:
+    url = os.environ.get("OUTBOX_DATABASE_URL")
+    if not url:
+        raise ConfigError(
+            "OUTBOX_DATABASE_URL is not set: export it, e.g. postgresql://user@host/db"
+        )
+    return asyncpg_dsn(url)
+
+
+async def dead_letters(args: argparse.Namespace) -> int:
+    """``dead-letters list|show|requeue|purge``: quarantined outbox rows."""
+    dsn = _dsn()
+    if args.dead_command == "list":
+        rows = await admin.list_quarantined(
+            dsn, event_type=args.event_type, reason=args.reason, limit=args.limit
+        )
+        if args.json:
+            print(json.dumps(rows, default=str, indent=2))
+        for row in [] if args.json else rows:
+            when = f"{row['quarantined_at']:%Y-%m-%d %H:%M:%S}"
+            print(f"{row['event_id']}  {row['event_type']:30} {when}  {row['last_error']}")
+        return 0
+    if args.dead_command == "show":
+        found = await admin.show_quarantined(dsn, args.event_id)
+        if found is None:
+            print(f"no quarantined event {args.event_id}")
+            return 1
+        print(json.dumps(found, default=str, indent=2))
+        return 0
+    if args.dead_command == "requeue":
+        count = (
+            await admin.requeue_all(dsn)
+            if args.all
+            else await admin.requeue(dsn, event_ids=args.event_ids, event_type=args.event_type)
+        )
+        print(f"{count} events requeued")
+        return 0
+    count = await admin.purge_quarantined(dsn, event_ids=args.event_ids, event_type=args.event_type)
+    print(f"{count} quarantined events deleted")
+    return 0
+
+
+async def replay(args: argparse.Namespace) -> int:
+    return await admin.replay(
+        _dsn(), since=args.since, until=args.until, from_id=args.from_id, to_id=args.to_id,
+        event_type=args.event_type,
+    )  # fmt: skip
+
+
+async def consumer_dead_letters(args: argparse.Namespace) -> int:
+    _, nats_config = load(
+        {"database_url": os.environ.get("OUTBOX_DATABASE_URL", "postgresql://unused/unused")}
+    )
+    async with NATSClient(nats_config) as client:
+        if args.cdl_command == "list":
+            for letter in await list_dead_letters(client, limit=args.limit):
+                where = f"{letter.original_subject:32} {letter.consumer:24}"
+                print(f"{letter.seq:>8}  {where} {letter.reason}")
+            return 0
+        for seq in args.seq:
+            new_seq = await replay_dead_letter(client, seq)
+            print(f"dead letter {seq} replayed as {new_seq}")
+    return 0

@@ -57,3 +57,46 @@ SELECT count(*) AS pending,
        (SELECT count(*) FROM outbox_events WHERE quarantined_at IS NOT NULL) AS quarantined
 FROM outbox_events
 WHERE sent_at IS NULL AND quarantined_at IS NULL
+
+-- quarantined_list --
+-- Admin: quarantined events, newest first, optionally filtered by type and age.
+SELECT id, event_id, event_type, subject, partition_key, attempts, last_error,
+       created_at, quarantined_at
+FROM outbox_events
+WHERE quarantined_at IS NOT NULL
+  AND ($1::text IS NULL OR event_type = $1)
+  AND ($2::text IS NULL OR last_error LIKE '%' || $2 || '%')
+ORDER BY quarantined_at DESC
+LIMIT $3
+
+-- quarantined_show --
+SELECT id, event_id, event_type, subject, partition_key, attempts, last_error,
+       created_at, quarantined_at, headers, length(payload) AS payload_bytes
+FROM outbox_events
+WHERE quarantined_at IS NOT NULL AND event_id = $1
+
+-- requeue --
+-- Admin: give quarantined events back to the relay (after fixing the cause).
+UPDATE outbox_events
+SET quarantined_at = NULL, attempts = 0, last_error = NULL
+WHERE quarantined_at IS NOT NULL
+  AND ($1::uuid[] IS NULL OR event_id = ANY($1))
+  AND ($2::text IS NULL OR event_type = $2)
+
+-- purge_quarantined --
+DELETE FROM outbox_events
+WHERE quarantined_at IS NOT NULL
+  AND ($1::uuid[] IS NULL OR event_id = ANY($1))
+  AND ($2::text IS NULL OR event_type = $2)
+
+-- replay_sent --
+-- Admin: make already-sent (retained) events unsent again, by time or id range. The relay
+-- re-publishes them in their original order, with their original Nats-Msg-Id.
+UPDATE outbox_events
+SET sent_at = NULL, stream = NULL, stream_seq = NULL, attempts = 0
+WHERE sent_at IS NOT NULL
+  AND ($1::timestamptz IS NULL OR created_at >= $1)
+  AND ($2::timestamptz IS NULL OR created_at < $2)
+  AND ($3::bigint IS NULL OR id >= $3)
+  AND ($4::bigint IS NULL OR id <= $4)
+  AND ($5::text IS NULL OR event_type = $5)

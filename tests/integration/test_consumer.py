@@ -318,3 +318,33 @@ async def test_request_reply_typed_with_clear_errors(nats_url: str) -> None:
 
 
 del update, func, AsyncEngine
+
+
+async def test_dead_letters_are_listed_and_replayed(nats_url: str) -> None:
+    from outbox_client.deadletters import list_dead_letters, replay_dead_letter
+
+    await apply_default_streams(nats_url)
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        fixed = False
+        handled: list[str] = []
+
+        async def handler(event: BaseEvent, msg: Msg) -> None:
+            if not fixed:
+                raise PermanentError("notebook service misconfigured")
+            handled.append(str(event.event_id))
+
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name="notes"), fetch_timeout=0.2
+        )
+        lost = course("CS404")
+        async with consuming(consumer, handler):
+            await EventPublisher(client).publish(lost)
+            await until(lambda: consumer.dead_lettered == 1)
+            [letter] = await list_dead_letters(client)
+            assert letter.original_subject == "academic.course.created"
+            assert letter.reason == "permanent: notebook service misconfigured"
+            assert letter.event_id == str(lost.event_id)
+            fixed = True
+            await replay_dead_letter(client, letter.seq)
+            await until(lambda: handled == [str(lost.event_id)])
+        assert await list_dead_letters(client) == []
