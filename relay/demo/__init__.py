@@ -218,5 +218,6 @@ async def _run(
         total_seconds=time.monotonic() - started,
     )
     _say(summary.render())
-    ok = summary.lost == 0 and summary.duplicates_applied == 0 and not stop.is_set()
-    return 0 if ok else 1
+    if stop.is_set():
+        return 130  # interrupted: the summary covers what got through
+    return 0 if summary.lost == 0 and summary.duplicates_applied == 0 else 1
