@@ -1,7 +1,8 @@
 """The notes service: consumes academic events and keeps a notebook per course, applying each
 event exactly once through its inbox.
 
-    OUTBOX_DATABASE_URL=postgresql://... NATS_SERVERS=nats://... python examples/consumer_example.py [N]
+    OUTBOX_DATABASE_URL=postgresql://... NATS_SERVERS=nats://... \
+        python examples/consumer_example.py [N]
 
 Stops after N events (when given), or on Ctrl-C.
 """
