@@ -125,7 +125,7 @@ def start_relay(database_url: str, nats_url: str, **env: str) -> subprocess.Pope
         [str(Path(sys.executable).parent / "vertector-relay"), "run"],
         env=os.environ | {
             "OUTBOX_DATABASE_URL": database_url, "NATS_SERVERS": nats_url,
-            "RELAY_LOG_FORMAT": "json", "RELAY_LOG_LEVEL": "WARNING", **env,
+            "RELAY_LOG_FORMAT": "json", "RELAY_METRICS_PORT": "0", **env,
         },
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

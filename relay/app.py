@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from outbox_client.nats_config import NATSConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
 from relay.errors import PublishError, StoreError
+from relay.http import HealthServer
 from relay.listener import PgListener
 from relay.log import log_event
+from relay.metrics import RelayMetrics
 from relay.natspublisher import NatsPublisher
 from relay.pgstore import PgStore
+from relay.ports import Backlog
 from relay.purger import run_purger
 from relay.retry import Backoff, RetryPolicies
 from relay.settings import RelaySettings
@@ -51,6 +55,10 @@ class RelayApp:
         self.listener = PgListener(
             settings.dsn, NOTIFY_CHANNEL, self.wakeup, policy=self.policies.postgres_unavailable
         )
+        self.metrics = RelayMetrics(self.stats)
+        self.http: HealthServer | None = None
+        self.backlog: Backlog | None = None
+        self._postgres_ok = False
         self.relay = Relay(
             self.store,
             self.publisher,
@@ -90,9 +98,49 @@ class RelayApp:
             await self.store.close()
             log_event(logger, "relay.stopped", published=self.stats.published)
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: connected to NATS and PostgreSQL, and visible rows do not sit unpublished."""
+        if not self.publisher.connected.is_set():
+            return False, "not connected to NATS"
+        if not self._postgres_ok:
+            return False, "PostgreSQL does not answer"
+        backlog = self.backlog
+        if backlog is not None and backlog.pending - backlog.invisible > 0:
+            idle = time.monotonic() - self.stats.last_progress
+            if idle > self.settings.stall_seconds:
+                return False, f"no progress for {idle:.0f} s with {backlog.pending} rows waiting"
+        return True, "ready"
+
+    async def _monitor(self, stop: asyncio.Event) -> None:
+        """Refresh the gauges every couple of seconds (one cheap query)."""
+        m = self.metrics
+        while not stop.is_set():
+            try:
+                self.backlog = await self.store.backlog()
+                self._postgres_ok = True
+                m.backlog.set(self.backlog.pending)
+                m.held.set(self.backlog.invisible)
+                m.oldest_age.set(self.backlog.oldest_age_seconds)
+                m.quarantined_rows.set(self.backlog.quarantined)
+            except StoreError:
+                self._postgres_ok = False
+            m.postgres_connected.set(1 if self._postgres_ok else 0)
+            m.nats_connected.set(1 if self.publisher.connected.is_set() else 0)
+            m.partitions_owned.set(len(self.relay.partitions()))
+            m.ready.set(1 if self.readiness()[0] else 0)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+
     async def _loop_until(self, stop: asyncio.Event) -> None:
         background_stop = asyncio.Event()
+        if self.settings.metrics_port >= 0:
+            self.http = HealthServer(
+                self.settings.metrics_host, self.settings.metrics_port,
+                self.metrics.registry, self.readiness,
+            )  # fmt: skip
+            await self.http.start()
         background = [
+            asyncio.create_task(self._monitor(background_stop), name="monitor"),
             asyncio.create_task(self.listener.run(background_stop), name="listener"),
             asyncio.create_task(
                 run_purger(
@@ -101,6 +149,7 @@ class RelayApp:
                     interval=self.settings.purge_interval_seconds,
                     batch_size=self.settings.purge_batch_size,
                     stop=background_stop,
+                    on_purged=self._count_purged,
                 ),
                 name="purger",
             ),
@@ -128,6 +177,11 @@ class RelayApp:
             background_stop.set()
             loop.cancel()
             await asyncio.gather(loop, *background, return_exceptions=True)
+            if self.http is not None:
+                await self.http.close()
+
+    def _count_purged(self, rows: int) -> None:
+        self.stats.purged += rows
 
 
 async def _until_connected(

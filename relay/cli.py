@@ -56,8 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name,
                          help=f"{info.description} [{env_name(name)}]")  # fmt: skip
 
-    sub.add_parser("check", help="exit 0 when PostgreSQL and NATS answer and streams cover "
-                   "every subject, else 1 (for health checks)")  # fmt: skip
+    check = sub.add_parser("check", help="exit 0 when the running relay is ready, else 1 "
+                           "(for container health checks)")  # fmt: skip
+    mode = check.add_mutually_exclusive_group()
+    mode.add_argument("--live", action="store_true", help="only: is the relay process alive")
+    mode.add_argument("--direct", action="store_true", help="no relay needed: can PostgreSQL "
+                      "and NATS be reached and do streams cover every subject")  # fmt: skip
     status = sub.add_parser("status", help="backlog, oldest unsent event, quarantined, streams")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -140,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides = {k: getattr(args, k, None) for k in RelaySettings.model_fields}
             return _run_async(lambda stop: commands.run(overrides, stop))
         if args.command == "check":
-            return asyncio.run(commands.check())
+            if args.direct:
+                return asyncio.run(commands.check())
+            return commands.probe("/healthz" if args.live else "/readyz")
         if args.command == "status":
             report = asyncio.run(commands.status())
             print(

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,22 @@ async def _connected() -> tuple[PgStore, NatsPublisher]:
         await store.close()
         raise
     return store, publisher
+
+
+def probe(path: str) -> int:
+    """GET ``path`` from the running relay's health port: 0 on 200, else 1 (prints why)."""
+    host = os.environ.get("RELAY_METRICS_HOST", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    port = os.environ.get("RELAY_METRICS_PORT", "9464")
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as answer:
+            print(answer.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"not ok: {exc.read().decode().strip()}")
+    except OSError as exc:
+        print(f"not ok: no relay answers on {host}:{port} ({exc})")
+    return 1
 
 
 async def check() -> int:

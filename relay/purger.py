@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from relay.errors import StoreError
 from relay.log import log_event
@@ -27,11 +28,18 @@ async def purge_once(
 
 
 async def run_purger(
-    store: Store, *, retention_seconds: float, interval: float, batch_size: int, stop: asyncio.Event
+    store: Store,
+    *,
+    retention_seconds: float,
+    interval: float,
+    batch_size: int,
+    stop: asyncio.Event,
+    on_purged: Callable[[int], None] = lambda n: None,
 ) -> None:
     while not stop.is_set():
         try:
             deleted = await purge_once(store, retention_seconds, batch_size)
+            on_purged(deleted)
             if deleted:
                 log_event(logger, "relay.purge.deleted", rows=deleted)
         except StoreError as exc:

@@ -74,6 +74,15 @@ class RelaySettings(BaseSettings):
         default=20.0, gt=0, le=600, description="bound on finishing the in-flight batch at stop"
     )
     pool_size: int = Field(default=4, ge=2, le=100, description="PostgreSQL connections")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address of /metrics, /healthz, /readyz (0.0.0.0: all)"
+    )
+    metrics_port: int = Field(
+        default=9464, ge=-1, le=65535, description="port of /metrics etc.; 0 any free, -1 off"
+    )
+    stall_seconds: float = Field(
+        default=30.0, gt=0, description="not ready when visible rows wait this long unpublished"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -41,6 +41,7 @@ async def running_relay(
     database_url: str, nats_url: str, **settings: Any
 ) -> AsyncIterator[RelayApp]:
     """A RelayApp running as a task; stopped (gracefully) on exit."""
+    settings.setdefault("metrics_port", 0)  # several relays may run in one test process
     app = RelayApp(
         RelaySettings(database_url=database_url, **settings), NATSConfig(servers=[nats_url])
     )

@@ -22,6 +22,7 @@ def relay_env(database_url: str, nats_url: str, **extra: str) -> dict[str, str]:
         "NATS_SERVERS": nats_url,
         "RELAY_LOG_FORMAT": "json",
         "RELAY_BATCH_SIZE": "200",
+        "RELAY_METRICS_PORT": "0",
         **extra,
     }
 
