@@ -19,13 +19,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal
 
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api as js_api
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
 from outbox_client.client import NATSClient
@@ -41,6 +44,35 @@ Handler = Callable[[BaseEvent, Msg], Awaitable[None]]
 
 DEAD_LETTER_STREAM = "DEAD_LETTERS"
 DEAD_LETTER_PREFIX = "deadletter"
+
+
+HANDLER_SECONDS = Histogram(
+    "vertector_consumer_handler_seconds",
+    "Time a handler took for one message",
+    ["consumer"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+_REGISTERED: dict[str, EventConsumer] = {}
+
+
+class _ConsumerCollector(Collector):
+    """Counters of every EventConsumer in the process, read at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        names = {
+            "processed": "Messages handled successfully",
+            "failed": "Handler failures (retried or dead-lettered)",
+            "redelivered": "Messages delivered more than once",
+            "dead_lettered": "Messages sent to the dead-letter stream",
+        }
+        for attr, text in names.items():
+            family = CounterMetricFamily(f"vertector_consumer_{attr}", text, labels=["consumer"])
+            for name, consumer in sorted(_REGISTERED.items()):
+                family.add_metric([name], getattr(consumer, attr))
+            yield family
+
+
+REGISTRY.register(_ConsumerCollector())
 
 
 class RetryableError(OutboxError):
@@ -125,6 +157,8 @@ class EventConsumer:
         self.dead_lettered = 0
         self.redelivered = 0
         self.handler_seconds = 0.0
+        self.handler_latency = HANDLER_SECONDS.labels(consumer_config.durable_name)
+        _REGISTERED[consumer_config.durable_name] = self
 
     async def ensure(self) -> None:
         """Create or update the durable consumer (and the dead-letter stream)."""
@@ -212,6 +246,7 @@ class EventConsumer:
             return
         self.processed += 1
         self.handler_seconds = time.perf_counter() - started
+        self.handler_latency.observe(self.handler_seconds)
         if not msg._ackd and self.config.ack_policy != "none":
             await msg.ack()
 

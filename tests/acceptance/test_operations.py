@@ -59,11 +59,19 @@ async def test_metrics_health_and_readiness_through_a_nats_outage(database_url: 
     proc = None
     try:
         await apply_default_streams(nats_server.url)
-        proc = subprocess.Popen([str(BIN), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: E501
+        proc = subprocess.Popen(
+            [str(BIN), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         await eventually(lambda: get(port, "/readyz")[0] == 200)
         async with engine(database_url) as eng:
             for i in range(0, 2000, 200):
-                await produce(eng, [CourseUpdatedEvent(course_code=f"M{j % 40}", credits=1) for j in range(i, i + 200)])  # noqa: E501
+                await produce(
+                    eng,
+                    [
+                        CourseUpdatedEvent(course_code=f"M{j % 40}", credits=1)
+                        for j in range(i, i + 200)
+                    ],
+                )
             assert await wait_for_messages(nats_server.url, 2000) == 2000
 
             def settled() -> bool:
@@ -85,9 +93,13 @@ async def test_metrics_health_and_readiness_through_a_nats_outage(database_url: 
             await eventually(lambda: get(port, "/readyz")[0] == 503)
             assert "not connected to NATS" in get(port, "/readyz")[1]
             assert get(port, "/healthz")[0] == 200, "a NATS outage must not make the relay dead"
-            down = subprocess.run([str(BIN), "check"], env=check_env, capture_output=True, text=True)
+            down = subprocess.run(
+                [str(BIN), "check"], env=check_env, capture_output=True, text=True
+            )
             assert down.returncode == 1 and "not connected to NATS" in down.stdout
-            live = subprocess.run([str(BIN), "check", "--live"], env=check_env, capture_output=True, text=True)  # noqa: E501
+            live = subprocess.run(
+                [str(BIN), "check", "--live"], env=check_env, capture_output=True, text=True
+            )
             assert live.returncode == 0
             await produce(eng, [CourseUpdatedEvent(course_code="AFTER", credits=2)])
 
