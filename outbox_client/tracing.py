@@ -44,3 +44,17 @@ def consumer_span(headers: Mapping[str, str] | None, event_type: str) -> Iterato
         f"consume {event_type}", context=extract_context(headers), kind=_trace.SpanKind.CONSUMER
     ):
         yield
+
+
+def relay_span_headers(headers: dict[str, str], subject: str) -> dict[str, str]:
+    """Record a PRODUCER span for the relay's publish, child of the producer's context in
+    ``headers``, and return the headers carrying the relay span as the new parent."""
+    if _propagate is None:
+        return headers
+    tracer = _trace.get_tracer("vertector_relay")
+    with tracer.start_as_current_span(
+        f"publish {subject}", context=extract_context(headers), kind=_trace.SpanKind.PRODUCER
+    ):
+        carrier: dict[str, str] = {}
+        _propagate.inject(carrier)
+    return headers | {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")}

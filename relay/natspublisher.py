@@ -12,7 +12,9 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from outbox_client.headers import Header
 from outbox_client.nats_config import NATSConfig
+from outbox_client.tracing import relay_span_headers
 from relay.checks import outgoing_headers, precheck
 from relay.classify import classify
 from relay.errors import PublishError
@@ -20,6 +22,7 @@ from relay.log import log_event
 from relay.ports import Ack, Failure, OutboxRow, PublishResult, Verdict
 
 logger = logging.getLogger("relay.nats")
+_TRACEPARENT = Header.TRACEPARENT.value
 
 
 class NatsPublisher:
@@ -123,8 +126,11 @@ class NatsPublisher:
         max_payload = self.client.max_payload
         results: list[PublishResult | None] = [None] * len(rows)
         futures: dict[asyncio.Future[Any], int] = {}
+        tracing = self.config.enable_tracing
         for index, row in enumerate(rows):
             headers = outgoing_headers(row)
+            if tracing and _TRACEPARENT in headers:
+                headers = relay_span_headers(headers, row.subject)
             problem = precheck(row, headers, max_payload)
             if problem is not None:
                 results[index] = problem

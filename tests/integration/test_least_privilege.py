@@ -27,7 +27,10 @@ async def setup_roles(database_url: str) -> None:
     conn = await asyncpg.connect(asyncpg_url(database_url))
     try:
         await conn.execute((ROOT / "deploy/postgres/roles.sql").read_text())
-        for user, role in (("relay_svc", "vertector_relay"), ("schedule_svc", "vertector_producer")):
+        for user, role in (
+            ("relay_svc", "vertector_relay"),
+            ("schedule_svc", "vertector_producer"),
+        ):
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
             if not exists:
                 await conn.execute(f"CREATE ROLE {user} LOGIN IN ROLE {role}")

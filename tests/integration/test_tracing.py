@@ -1,0 +1,76 @@
+"""One trace from the producing transaction, through the relay, to the consumer's handler."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from outbox_client import (
+    BaseEvent,
+    ConsumerConfig,
+    CourseCreatedEvent,
+    EventConsumer,
+    NATSClient,
+    NATSConfig,
+    enqueue,
+)
+from tests.relayrun import apply_default_streams, engine, running_relay
+
+EXPORTER = InMemorySpanExporter()
+
+
+def provider() -> None:
+    current = trace.get_tracer_provider()
+    if not isinstance(current, TracerProvider):
+        sdk = TracerProvider()
+        sdk.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        trace.set_tracer_provider(sdk)
+
+
+async def test_trace_id_flows_from_enqueue_to_the_handler(database_url: str, nats_url: str) -> None:
+    provider()
+    EXPORTER.clear()
+    await apply_default_streams(nats_url)
+    tracer = trace.get_tracer("schedule-service")
+    seen: list[int] = []
+    async with engine(database_url) as eng, running_relay(database_url, nats_url):
+        with tracer.start_as_current_span("POST /courses") as request_span:
+            async with eng.begin() as conn:
+                await enqueue(conn, CourseCreatedEvent(
+                    course_code="TR1", course_name="Tracing", semester="F", credits=1,
+                    instructor="X",
+                ))  # fmt: skip
+        trace_id = request_span.get_span_context().trace_id
+
+        async def handler(event: BaseEvent, msg: Msg) -> None:
+            seen.append(trace.get_current_span().get_span_context().trace_id)
+
+        async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+            consumer = EventConsumer(
+                client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name="notes"), fetch_timeout=0.2
+            )
+            task = asyncio.create_task(consumer.subscribe(handler))
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            consumer.stop()
+            await task
+    assert seen == [trace_id]
+    spans = {s.name: s for s in EXPORTER.get_finished_spans()}
+    relay_span = spans["publish academic.course.created"]
+    consume_span = spans["consume academic.course.created"]
+    assert relay_span.context.trace_id == trace_id
+    assert (
+        relay_span.parent is not None
+        and relay_span.parent.span_id == request_span.get_span_context().span_id
+    )
+    assert (
+        consume_span.parent is not None
+        and consume_span.parent.span_id == relay_span.context.span_id
+    )
