@@ -110,5 +110,25 @@ inbox = Table(
     Index("outbox_inbox_processed_at_idx", "processed_at"),
 )
 
+#: Relay instances that are alive (heartbeat) and so share the partitions.
+relay_instances = Table(
+    "outbox_relay_instances",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+#: One row per partition: who publishes it, until when, and a fencing epoch that grows with
+#: every change of hands. Marks are only recorded by the current, unexpired owner.
+relay_leases = Table(
+    "outbox_relay_leases",
+    metadata,
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),
+    Column("owner", Text),
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),
+    Column("expires_at", DateTime(timezone=True)),
+)
+
 # Teach reflection the xid8 type, so that autogenerate compares it instead of warning.
 ischema_names["xid8"] = Xid8

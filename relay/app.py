@@ -13,11 +13,12 @@ from outbox_client.nats_config import NATSConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
 from relay.errors import PublishError, StoreError
 from relay.http import HealthServer
+from relay.leases import LeaseManager
 from relay.listener import PgListener
 from relay.log import log_event
 from relay.metrics import RelayMetrics
 from relay.natspublisher import NatsPublisher
-from relay.pgstore import PgStore
+from relay.pgstore import PgLeaseStore, PgStore
 from relay.ports import Backlog
 from relay.purger import run_purger
 from relay.retry import Backoff, RetryPolicies
@@ -28,7 +29,6 @@ from relay.worker import LoopConfig, Relay
 
 logger = logging.getLogger("relay.app")
 
-ALL_PARTITIONS = tuple(range(PARTITIONS))
 #: Re-publishes later than this after a publish are possible (crash, restart, outage).
 RETRY_HORIZON_SECONDS = 120.0
 
@@ -45,7 +45,10 @@ class RelayApp:
         self.stats = RelayStats()
         self.wakeup = asyncio.Event()
         self.store = PgStore(
-            settings.dsn, pool_size=settings.pool_size, keep_sent=settings.retention_seconds > 0
+            settings.dsn,
+            pool_size=settings.pool_size,
+            keep_sent=settings.retention_seconds > 0,
+            owner=settings.instance_name,
         )
         self.publisher = NatsPublisher(
             nats_config,
@@ -68,9 +71,16 @@ class RelayApp:
                 no_stream_max_attempts=settings.no_stream_max_attempts,
             ),
             policies=self.policies,
-            partitions=lambda: ALL_PARTITIONS,
+            partitions=lambda: self.leases.current(),
             wakeup=self.wakeup,
             stats=self.stats,
+        )
+        self.leases = LeaseManager(
+            PgLeaseStore(self.store),
+            settings.instance_name,
+            ttl=settings.lease_seconds,
+            total=PARTITIONS,
+            steps=lambda: self.relay.steps,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,8 +149,12 @@ class RelayApp:
                 self.metrics.registry, self.readiness,
             )  # fmt: skip
             await self.http.start()
+        await self._first_leases()
         background = [
             asyncio.create_task(self._monitor(background_stop), name="monitor"),
+            asyncio.create_task(
+                self.leases.run(background_stop, on_change=self.wakeup.set), name="leases"
+            ),
             asyncio.create_task(self.listener.run(background_stop), name="listener"),
             asyncio.create_task(
                 run_purger(
@@ -177,8 +191,19 @@ class RelayApp:
             background_stop.set()
             loop.cancel()
             await asyncio.gather(loop, *background, return_exceptions=True)
+            await self.leases.leave()  # hand partitions over now, not after the lease expires
             if self.http is not None:
                 await self.http.close()
+
+    async def _first_leases(self) -> None:
+        try:
+            await self.leases.tick()
+        except StoreError as exc:  # the lease task keeps trying
+            log_event(logger, "relay.leases.tick_failed", level=logging.WARNING, error=str(exc))
+        log_event(
+            logger, "relay.leases.initial", partitions=len(self.leases.current()),
+            alive=self.leases.alive,
+        )  # fmt: skip
 
     def _count_purged(self, rows: int) -> None:
         self.stats.purged += rows

@@ -37,8 +37,10 @@ class PgStore:
         pool_size: int = 4,
         command_timeout: float = 30.0,
         keep_sent: bool = True,
+        owner: str = "relay",
     ) -> None:
         self.dsn = dsn
+        self.owner = owner
         self.keep_sent = keep_sent
         self.pool_size = pool_size
         self.command_timeout = command_timeout
@@ -83,6 +85,8 @@ class PgStore:
     async def claim(
         self, partitions: Sequence[int], exclude: Sequence[int], limit: int
     ) -> list[OutboxRow]:
+        if not partitions:
+            return []
         records = await self._call("fetch", "claim", list(partitions), list(exclude), limit)
         return [
             OutboxRow(
@@ -90,6 +94,7 @@ class PgStore:
                 event_id=r["event_id"],
                 subject=r["subject"],
                 partition_key=r["partition_key"],
+                partition=r["partition"],
                 payload=r["payload"],
                 headers=r["headers"],
                 attempts=r["attempts"],
@@ -101,7 +106,9 @@ class PgStore:
     async def mark_sent(self, sent: Sequence[Sent]) -> int:
         """Record the PubAcks: update the rows (kept for replay) or delete them."""
         if not self.keep_sent:
-            status = await self._call("execute", "delete_sent", [s.row_id for s in sent])
+            status = await self._call(
+                "execute", "delete_sent", [s.row_id for s in sent], self.owner
+            )
             return int(status.split()[-1])
         status = await self._call(
             "execute",
@@ -109,6 +116,7 @@ class PgStore:
             [s.row_id for s in sent],
             [s.ack.stream for s in sent],
             [s.ack.seq for s in sent],
+            self.owner,
         )
         return int(status.split()[-1])
 
@@ -118,7 +126,9 @@ class PgStore:
         )
 
     async def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
-        await self._call("execute", "quarantine", [r[0] for r in rows], [r[1] for r in rows])
+        await self._call(
+            "execute", "quarantine", [r[0] for r in rows], [r[1] for r in rows], self.owner
+        )
 
     async def purge(self, older_than_seconds: float, limit: int) -> int:
         status = await self._call("execute", "purge_sent", older_than_seconds, limit)
@@ -132,3 +142,26 @@ class PgStore:
             oldest_age_seconds=r["oldest_age_seconds"],
             quarantined=r["quarantined"],
         )
+
+
+class PgLeaseStore:
+    """:class:`relay.leases.LeaseStore` on the same pool."""
+
+    def __init__(self, store: PgStore) -> None:
+        self.store = store
+
+    async def heartbeat(self, name: str, ttl: float) -> int:
+        return int(await self.store._call("fetchval", "heartbeat", name, ttl))
+
+    async def renew(self, name: str, ttl: float) -> list[int]:
+        return [r["partition"] for r in await self.store._call("fetch", "renew_leases", name, ttl)]
+
+    async def acquire(self, name: str, ttl: float, count: int) -> list[int]:
+        rows = await self.store._call("fetch", "acquire_leases", name, ttl, count)
+        return sorted(r["partition"] for r in rows)
+
+    async def release(self, name: str, partitions: Sequence[int]) -> None:
+        await self.store._call("execute", "release_leases", name, list(partitions))
+
+    async def leave(self, name: str) -> None:
+        await self.store._call("execute", "leave", name)

@@ -22,6 +22,7 @@ class OutboxRow:
     event_id: uuid.UUID
     subject: str
     partition_key: str
+    partition: int
     payload: bytes
     headers: Mapping[str, str]
     attempts: int

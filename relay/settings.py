@@ -80,6 +80,12 @@ class RelaySettings(BaseSettings):
     metrics_port: int = Field(
         default=9464, ge=-1, le=65535, description="port of /metrics etc.; 0 any free, -1 off"
     )
+    lease_seconds: float = Field(
+        default=10.0,
+        ge=1,
+        le=600,
+        description="partition lease: a silent relay's partitions move after about this long",
+    )
     stall_seconds: float = Field(
         default=30.0, gt=0, description="not ready when visible rows wait this long unpublished"
     )

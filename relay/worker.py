@@ -98,6 +98,8 @@ class Relay:
         self._prefetch: asyncio.Task[list[OutboxRow]] | None = None
         self._store_failures = 0
         self._outage_batches = 0
+        self.steps = 0  # completed rounds; the lease manager releases partitions between them
+        self.dropped_unowned = 0
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -126,6 +128,12 @@ class Relay:
 
     async def step(self) -> float | None:
         """One round. Returns ``None`` to go again at once, else how long to wait at most."""
+        try:
+            return await self._step()
+        finally:
+            self.steps += 1
+
+    async def _step(self) -> float | None:
         if not self._unwritten.empty():
             await self._settle_write()
             self._unwritten = await self._write(self._unwritten)
@@ -195,7 +203,14 @@ class Relay:
         failed_keys: set[str] = set()
         started = time.perf_counter()
         for wave in plan_waves(rows, blocked):
-            todo = [row for row in wave if row.partition_key not in failed_keys]
+            # Leases are checked before every wave: a relay that was paused past its lease,
+            # or handed a partition over, publishes nothing more of it.
+            owned = set(self.partitions())
+            todo = [r for r in wave if r.partition_key not in failed_keys and r.partition in owned]
+            if len(todo) < len(wave):
+                lost = [r for r in wave if r.partition not in owned]
+                self.dropped_unowned += len(lost)
+                failed_keys.update(r.partition_key for r in lost)
             if not todo:
                 continue
             results = await self.publisher.publish(todo)

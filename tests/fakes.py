@@ -28,7 +28,7 @@ class MemRow:
 
     def as_row(self) -> OutboxRow:
         return OutboxRow(
-            self.id, self.event_id, self.subject, self.key, b"{}", {}, self.attempts,
+            self.id, self.event_id, self.subject, self.key, 0, b"{}", {}, self.attempts,
             datetime.now(UTC),
         )  # fmt: skip
 

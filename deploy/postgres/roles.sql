@@ -24,6 +24,9 @@ GRANT USAGE ON SCHEMA public TO vertector_relay, vertector_producer, vertector_c
 GRANT SELECT, DELETE ON outbox_events TO vertector_relay;
 GRANT UPDATE (sent_at, stream, stream_seq, attempts, last_error, quarantined_at)
     ON outbox_events TO vertector_relay;
+-- ... and shares partitions with the other relays.
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_instances TO vertector_relay;
+GRANT SELECT, UPDATE (owner, epoch, expires_at) ON outbox_relay_leases TO vertector_relay;
 
 -- A producer can only add events (the columns it writes; the rest are defaults).
 GRANT INSERT (event_id, event_type, subject, partition_key, payload, headers)

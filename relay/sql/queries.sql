@@ -5,7 +5,7 @@
 -- Committed, unsent rows of the given partitions, in commit-safe order. Only rows whose
 -- transaction is older than every running transaction are visible here, so a transaction
 -- that commits late delays the rows after it instead of being skipped.
-SELECT id, event_id, subject, partition_key, payload, headers, attempts, created_at
+SELECT id, event_id, subject, partition_key, partition, payload, headers, attempts, created_at
 FROM outbox_events
 WHERE sent_at IS NULL
   AND quarantined_at IS NULL
@@ -16,16 +16,23 @@ ORDER BY txid, id
 LIMIT $3
 
 -- mark_sent --
+-- Fenced: only the partition's current, unexpired owner ($4) records a PubAck. A relay that
+-- lost its lease (paused, cut off) marks nothing; the new owner re-publishes, deduplicated.
 UPDATE outbox_events AS o
 SET sent_at = now(), stream = a.stream, stream_seq = a.seq,
     attempts = o.attempts + 1, last_error = NULL
-FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS a(id, stream, seq)
+FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS a(id, stream, seq),
+     outbox_relay_leases AS l
 WHERE o.id = a.id AND o.sent_at IS NULL
+  AND l.partition = o.partition AND l.owner = $4 AND l.expires_at > now()
 
 -- delete_sent --
 -- With no retention, a PubAck deletes the row: cheaper than an UPDATE, which would copy the
 -- whole row (payload included) into a new version.
-DELETE FROM outbox_events WHERE id = ANY($1::bigint[])
+DELETE FROM outbox_events AS o
+USING outbox_relay_leases AS l
+WHERE o.id = ANY($1::bigint[])
+  AND l.partition = o.partition AND l.owner = $2 AND l.expires_at > now()
 
 -- record_failures --
 UPDATE outbox_events AS o
@@ -36,8 +43,9 @@ WHERE o.id = f.id AND o.sent_at IS NULL
 -- quarantine --
 UPDATE outbox_events AS o
 SET quarantined_at = now(), attempts = o.attempts + 1, last_error = q.reason
-FROM unnest($1::bigint[], $2::text[]) AS q(id, reason)
+FROM unnest($1::bigint[], $2::text[]) AS q(id, reason), outbox_relay_leases AS l
 WHERE o.id = q.id AND o.sent_at IS NULL
+  AND l.partition = o.partition AND l.owner = $3 AND l.expires_at > now()
 
 -- purge_sent --
 DELETE FROM outbox_events
@@ -100,3 +108,57 @@ WHERE sent_at IS NOT NULL
   AND ($3::bigint IS NULL OR id >= $3)
   AND ($4::bigint IS NULL OR id <= $4)
   AND ($5::text IS NULL OR event_type = $5)
+
+-- heartbeat --
+-- Leases: this instance is alive; instances silent for longer than the lease are forgotten.
+WITH beat AS (
+    INSERT INTO outbox_relay_instances (name) VALUES ($1)
+    ON CONFLICT (name) DO UPDATE SET heartbeat_at = now()
+), gone AS (
+    DELETE FROM outbox_relay_instances
+    WHERE name <> $1 AND heartbeat_at < now() - make_interval(secs => $2)
+)
+SELECT count(*) + 1 AS alive FROM outbox_relay_instances
+WHERE name <> $1 AND heartbeat_at >= now() - make_interval(secs => $2)
+
+-- renew_leases --
+UPDATE outbox_relay_leases
+SET expires_at = now() + make_interval(secs => $2)
+WHERE owner = $1 AND expires_at > now()
+RETURNING partition, epoch
+
+-- acquire_leases --
+-- Free or expired partitions, up to $3 of them; each change of hands bumps the epoch.
+UPDATE outbox_relay_leases AS l
+SET owner = $1, epoch = l.epoch + 1, expires_at = now() + make_interval(secs => $2)
+WHERE l.partition IN (
+    SELECT partition FROM outbox_relay_leases
+    WHERE owner IS NULL OR expires_at IS NULL OR expires_at <= now()
+    ORDER BY partition
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING l.partition, l.epoch
+
+-- release_leases --
+UPDATE outbox_relay_leases
+SET owner = NULL, expires_at = NULL
+WHERE owner = $1 AND partition = ANY($2::smallint[])
+
+-- leave --
+WITH released AS (
+    UPDATE outbox_relay_leases SET owner = NULL, expires_at = NULL WHERE owner = $1
+)
+DELETE FROM outbox_relay_instances WHERE name = $1
+
+-- lease_status --
+SELECT l.partition, l.owner, l.epoch,
+       extract(epoch FROM l.expires_at - now())::float8 AS expires_in
+FROM outbox_relay_leases l
+ORDER BY l.partition
+
+-- instance_status --
+SELECT name, extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age,
+       started_at
+FROM outbox_relay_instances
+ORDER BY name

@@ -18,7 +18,7 @@ from relay.queries import all_queries, query
 def row(
     subject: str = "academic.course.created", payload: bytes = b"{}", **headers: str
 ) -> OutboxRow:
-    return OutboxRow(1, uuid.uuid4(), subject, "k", payload, headers, 0, datetime.now(UTC))
+    return OutboxRow(1, uuid.uuid4(), subject, "k", 0, payload, headers, 0, datetime.now(UTC))
 
 
 def test_header_size_matches_what_nats_py_writes() -> None:

@@ -29,7 +29,7 @@ async def drain(r: Relay, rounds: int = 100) -> None:
 def row(i: int, key: str) -> OutboxRow:
     import uuid
 
-    return OutboxRow(i, uuid.uuid4(), "s", key, b"", {}, 0, datetime.now(UTC))
+    return OutboxRow(i, uuid.uuid4(), "s", key, 0, b"", {}, 0, datetime.now(UTC))
 
 
 def test_waves_hold_one_event_per_key_in_claim_order() -> None:
