@@ -112,6 +112,8 @@ async def status() -> dict[str, Any]:
     store, publisher = await _connected()
     try:
         backlog = await store.backlog()
+        leases = await store._call("fetch", "lease_status")
+        instances = await store._call("fetch", "instance_status")
         streams = {
             info.config.name: {"messages": info.state.messages, "last_seq": info.state.last_seq}
             for info in await publisher.jetstream.streams_info()
@@ -119,7 +121,20 @@ async def status() -> dict[str, Any]:
     finally:
         await publisher.close()
         await store.close()
+    owners: dict[str, list[int]] = {}
+    for lease in leases:
+        live = lease["owner"] is not None and (lease["expires_in"] or 0) > 0
+        owners.setdefault(lease["owner"] if live else "(unowned)", []).append(lease["partition"])
     return {
+        "instances": [
+            {
+                "name": i["name"],
+                "heartbeat_age_seconds": round(i["heartbeat_age"], 1),
+                "partitions": len(owners.get(i["name"], [])),
+            }
+            for i in instances
+        ],
+        "partitions": owners,
         "backlog": backlog.pending,
         "held_by_open_transactions": backlog.invisible,
         "oldest_unsent_age_seconds": round(backlog.oldest_age_seconds, 3),
@@ -134,8 +149,16 @@ def format_status(report: dict[str, Any]) -> str:
         f"  held by open txns     {report['held_by_open_transactions']}",
         f"oldest unsent age       {report['oldest_unsent_age_seconds']} s",
         f"quarantined             {report['quarantined']}",
-        "streams:",
+        "instances:",
     ]
+    for inst in report["instances"]:
+        lines.append(
+            f"  {inst['name']:30} {inst['partitions']:3} partitions, "
+            f"heartbeat {inst['heartbeat_age_seconds']} s ago"
+        )
+    unowned = report["partitions"].get("(unowned)", [])
+    lines.append(f"unowned partitions      {len(unowned)}")
+    lines.append("streams:")
     for name, state in report["streams"].items():
         lines.append(f"  {name:22} {state['messages']} messages, last seq {state['last_seq']}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from outbox_client.tracing import relay_span_headers
 from relay.checks import outgoing_headers, precheck
 from relay.classify import classify
 from relay.errors import PublishError
+from relay.faults import crash_point
 from relay.log import log_event
 from relay.ports import Ack, Failure, OutboxRow, PublishResult, Verdict
 
@@ -144,6 +145,7 @@ class NatsPublisher:
                 continue
             futures[future] = index
         if futures:
+            crash_point("after_publish_before_ack")
             _, pending = await asyncio.wait(futures, timeout=self.publish_timeout)
             for future in pending:
                 future.cancel()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from relay.errors import StoreError
+from relay.faults import crash_point
 from relay.log import log_event
 from relay.ports import Backlog, OutboxRow, Sent
 from relay.queries import query
@@ -18,6 +20,7 @@ from relay.queries import query
 logger = logging.getLogger("relay.store")
 
 T = TypeVar("T")
+_MID_MARK = os.environ.get("VERTECTOR_RELAY_CRASH_AT") == "mid_mark"
 
 #: What a lost, restarting or paused PostgreSQL raises; all of it is retried.
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
@@ -105,6 +108,8 @@ class PgStore:
 
     async def mark_sent(self, sent: Sequence[Sent]) -> int:
         """Record the PubAcks: update the rows (kept for replay) or delete them."""
+        if _MID_MARK:
+            return await self._crash_mid_mark(sent)
         if not self.keep_sent:
             status = await self._call(
                 "execute", "delete_sent", [s.row_id for s in sent], self.owner
@@ -119,6 +124,15 @@ class PgStore:
             self.owner,
         )
         return int(status.split()[-1])
+
+    async def _crash_mid_mark(self, sent: Sequence[Sent]) -> int:
+        # Fault suite only: the statement is on the wire when the process dies.
+        task = asyncio.ensure_future(
+            self._call("execute", "delete_sent", [s.row_id for s in sent], self.owner)
+        )
+        await asyncio.sleep(0)
+        crash_point("mid_mark")
+        return int((await task).split()[-1])
 
     async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None:
         await self._call(

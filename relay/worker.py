@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from relay.errors import StoreError
+from relay.faults import crash_point
 from relay.log import log_event
 from relay.ports import Ack, Failure, OutboxRow, Publisher, Sent, Store, Verdict
 from relay.retry import RetryPolicies
@@ -152,11 +153,14 @@ class Relay:
         if not rows:
             await self._settle_write()
             return self._idle_delay(now)
+        crash_point("after_claim")
         full = len(rows) >= self.config.batch_size
         if full:
             self._prefetch = asyncio.create_task(self._claim({row.id for row in rows}))
         outcome = await self._publish(rows)
         outage = bool(outcome.failures) and not outcome.sent and not outcome.quarantined
+        if outcome.sent:
+            crash_point("after_ack_before_mark")
         await self._settle_write()
         self._start_write(outcome)
         if outage:

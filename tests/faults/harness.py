@@ -1,0 +1,242 @@
+"""Fault-suite machinery: relays as real processes, a workload that commits out of order and
+rolls back, and a checker that counts lost, duplicated, phantom and out-of-order events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js import api as js_api
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox_client import CourseUpdatedEvent, enqueue
+
+BIN = Path(sys.executable).parent / "vertector-relay"
+
+
+class RelayProcess:
+    """`vertector-relay run` as a child process that tests can kill, pause and restart."""
+
+    def __init__(self, database_url: str, nats_url: str, name: str, **env: str) -> None:
+        self.name = name
+        self.log = Path(tempfile.mkstemp(prefix=f"relay-{name}-", suffix=".log")[1])
+        self.env = os.environ | {
+            "OUTBOX_DATABASE_URL": database_url,
+            "NATS_SERVERS": nats_url,
+            "RELAY_INSTANCE_NAME": name,
+            "RELAY_LEASE_SECONDS": "2",
+            "RELAY_METRICS_PORT": "-1",
+            "RELAY_BATCH_SIZE": "200",
+            "RELAY_PUBLISH_TIMEOUT_SECONDS": "2",
+            "RELAY_RETRY_BACKOFF_MAX_SECONDS": "1",
+            "RELAY_POLL_INTERVAL_SECONDS": "0.2",
+            "NATS_RECONNECT_WAIT_SECONDS": "0.2",
+            "NATS_PING_INTERVAL_SECONDS": "1",
+            "NATS_MAX_OUTSTANDING_PINGS": "2",
+            "RELAY_LOG_FORMAT": "json",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exits: list[int] = []
+
+    def start(self, **env: str) -> RelayProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN), "run"], env=self.env | env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+        self._reap()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.proc is not None:
+            self.exits.append(self.proc.wait())
+            self.proc = None
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Workload:
+    """Producers committing events of their own keys, in per-key sequence, with transactions
+    held open at random (so commits land out of id order) and a share rolled back."""
+
+    engine: AsyncEngine
+    producers: int = 6
+    keys_per_producer: int = 5
+    rollback_share: float = 0.2
+    jitter: float = 0.02
+    committed: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
+    rolled_back: set[uuid.UUID] = field(default_factory=set)
+    unknown: set[uuid.UUID] = field(default_factory=set)  # the database failed mid-commit
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _producer(self, p: int, limit: int | None) -> None:
+        rng = random.Random(p)
+        seqs = dict.fromkeys((f"P{p}K{k}" for k in range(self.keys_per_producer)), 0)
+        done = 0
+        while not self._stop.is_set() and (limit is None or done < limit):
+            key = rng.choice(list(seqs))
+            events = []
+            for _ in range(rng.randint(1, 3)):
+                seqs[key] += 1
+                events.append(
+                    CourseUpdatedEvent(course_code=key, credits=1, description=str(seqs[key]))
+                )
+            rollback = rng.random() < self.rollback_share
+            try:
+                async with self.engine.connect() as conn:
+                    trans = await conn.begin()
+                    for event in events:
+                        await enqueue(conn, event)
+                    await asyncio.sleep(rng.random() * self.jitter)
+                    if rollback:
+                        await trans.rollback()
+                    else:
+                        await trans.commit()
+            except Exception:  # a database fault mid-transaction: its fate is unknown
+                seqs[key] -= len(events)
+                await asyncio.sleep(0.05)
+                self.unknown.update(e.event_id for e in events)
+                continue
+            if rollback:
+                seqs[key] -= len(events)
+                self.rolled_back.update(e.event_id for e in events)
+            else:
+                for event in events:
+                    self.committed[event.event_id] = (key, int(event.description or 0))
+                done += len(events)
+
+    async def run(self, per_producer: int | None = None) -> None:
+        await asyncio.gather(*(self._producer(p, per_producer) for p in range(self.producers)))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Verdict:
+    lost: int
+    stream_duplicates: int
+    phantoms: int
+    order_violations: int
+    delivered: int
+
+    def __str__(self) -> str:
+        return (f"delivered {self.delivered}: lost {self.lost}, duplicates {self.stream_duplicates},"
+                f" phantoms {self.phantoms}, order violations {self.order_violations}")  # fmt: skip
+
+
+def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdict:
+    """``stream``: (event id, key, sequence) in stream order."""
+    ids = [s[0] for s in stream]
+    seen = set(ids)
+    committed = set(workload.committed)
+    lost = len(committed - seen)
+    phantoms = len(seen - committed - workload.unknown)
+    duplicates = len(ids) - len(seen)
+    last: dict[str, int] = {}
+    violations = 0
+    first_seen: set[uuid.UUID] = set()
+    for event_id, key, seq in stream:
+        if event_id in first_seen:
+            continue  # a duplicate is counted above, not as disorder
+        first_seen.add(event_id)
+        if seq <= last.get(key, 0):
+            violations += 1
+        last[key] = max(seq, last.get(key, 0))
+    return Verdict(lost, duplicates, phantoms, violations, len(seen & committed))
+
+
+async def create_test_stream(nats_url: str, duplicate_window: float = 120) -> None:
+    """A LIMITS stream (so that it can be read back whole) over every academic subject."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name in ("ACADEMIC_EVENTS", "NOTES_EVENTS", "DEAD_LETTERS"):
+                await js.delete_stream(info.config.name)
+        await js.add_stream(js_api.StreamConfig(
+            name="ACADEMIC_EVENTS", subjects=["academic.>"], duplicate_window=duplicate_window,
+        ))  # fmt: skip
+        await js.add_stream(js_api.StreamConfig(name="NOTES_EVENTS", subjects=["notes.>"]))
+    finally:
+        await nc.close()
+
+
+async def read_stream(nats_url: str) -> list[tuple[uuid.UUID, str, int]]:
+    import json
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        total = (await js.stream_info("ACADEMIC_EVENTS")).state.messages
+        out: list[tuple[uuid.UUID, str, int]] = []
+        if not total:
+            return out
+        sub = await js.subscribe(
+            "academic.>", stream="ACADEMIC_EVENTS", ordered_consumer=True,
+            pending_msgs_limit=total + 100,
+        )  # fmt: skip
+        while len(out) < total:
+            msg = await sub.next_msg(timeout=10)
+            body = json.loads(msg.data)
+            out.append((uuid.UUID(body["event_id"]), body["course_code"], int(body["description"])))
+        await sub.unsubscribe()
+        return out
+    finally:
+        await nc.close()
+
+
+async def wait_drained(nats_url: str, workload: Workload, timeout: float = 90) -> list[Any]:
+    """Wait until every committed event is in the stream (or time runs out); return it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        while loop.time() < deadline:
+            if (await js.stream_info("ACADEMIC_EVENTS")).state.messages >= len(workload.committed):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+    await asyncio.sleep(1.0)  # let stragglers (duplicates) land before counting
+    return await read_stream(nats_url)

@@ -1,0 +1,224 @@
+"""Faults with real processes: the relay killed at named points and at random, several relays
+with one killed every few seconds, a paused (zombie) relay, NATS and PostgreSQL killed under
+load, the LISTEN connection cut. Each ends with the checker at 0 lost, 0 stream duplicates
+(inside the duplicate window), 0 phantoms and 0 order violations."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+
+import asyncpg
+import pytest
+
+from relay.embedded import EmbeddedNats, server_dir
+from relay.faults import POINTS
+from tests.faults.harness import (
+    RelayProcess,
+    Workload,
+    check,
+    create_test_stream,
+    wait_drained,
+)
+from tests.harness import PgTarget, asyncpg_url
+from tests.relayrun import engine
+
+
+def assert_clean(verdict: object, relays: list[RelayProcess]) -> None:
+    v = verdict
+    logs = "\n---\n".join(r.tail() for r in relays)
+    assert (v.lost, v.stream_duplicates, v.phantoms, v.order_violations) == (0, 0, 0, 0), (
+        f"{v}\n{logs}"
+    )  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("point", POINTS)
+async def test_relay_killed_at_a_named_crash_point_then_restarted(
+    database_url: str, nats_url: str, point: str
+) -> None:
+    await create_test_stream(nats_url)
+    async with engine(database_url) as eng:
+        workload = Workload(eng, producers=4)
+        await workload.run(per_producer=150)
+        relay = RelayProcess(database_url, nats_url, "crashy")
+        relay.start(VERTECTOR_RELAY_CRASH_AT=point)
+        await asyncio.to_thread(relay.proc.wait, 60)  # type: ignore[union-attr]
+        relay._reap()
+        assert relay.exits == [-9], f"the relay did not reach {point}:\n{relay.tail()}"
+        relay.start()
+        try:
+            stream = await wait_drained(nats_url, workload)
+        finally:
+            relay.stop()
+    assert_clean(check(workload, stream), [relay])
+
+
+async def test_relay_killed_at_random_moments_under_load(database_url: str, nats_url: str) -> None:
+    await create_test_stream(nats_url)
+    rng = random.Random(11)
+    async with engine(database_url) as eng:
+        workload = Workload(eng)
+        relay = RelayProcess(database_url, nats_url, "victim").start()
+        producing = asyncio.create_task(workload.run())
+        try:
+            for _ in range(6):
+                await asyncio.sleep(rng.uniform(0.3, 1.2))
+                relay.kill()
+                await asyncio.sleep(rng.uniform(0.0, 0.5))
+                relay.start()
+        finally:
+            workload.stop()
+            await producing
+        try:
+            stream = await wait_drained(nats_url, workload)
+        finally:
+            relay.stop()
+    assert len(workload.committed) > 500 and workload.rolled_back
+    assert_clean(check(workload, stream), [relay])
+
+
+async def test_three_relays_one_killed_every_few_seconds(database_url: str, nats_url: str) -> None:
+    await create_test_stream(nats_url)
+    async with engine(database_url) as eng:
+        workload = Workload(eng, producers=8)
+        relays = [RelayProcess(database_url, nats_url, f"r{i}").start() for i in range(3)]
+        producing = asyncio.create_task(workload.run())
+        try:
+            for round_ in range(5):
+                await asyncio.sleep(1.5)
+                victim = relays[round_ % 3]
+                victim.kill()
+                await asyncio.sleep(0.5)
+                victim.start()
+        finally:
+            workload.stop()
+            await producing
+        try:
+            stream = await wait_drained(nats_url, workload)
+            conn = await asyncpg.connect(asyncpg_url(database_url))
+            try:
+                owners = await conn.fetch(
+                    "SELECT owner, count(*) FROM outbox_relay_leases WHERE expires_at > now() GROUP BY owner"
+                )
+            finally:
+                await conn.close()
+        finally:
+            for r in relays:
+                r.stop()
+    assert_clean(check(workload, stream), relays)
+    assert len(owners) >= 2, f"partitions were not shared: {owners}"
+
+
+async def test_paused_relay_wakes_without_publishing_out_of_order(
+    database_url: str, nats_url: str
+) -> None:
+    await create_test_stream(nats_url)
+    async with engine(database_url) as eng:
+        workload = Workload(eng, producers=6)
+        zombie = RelayProcess(database_url, nats_url, "zombie").start()
+        await asyncio.sleep(1.0)  # it takes every partition
+        healthy = RelayProcess(database_url, nats_url, "healthy").start()
+        producing = asyncio.create_task(workload.run())
+        try:
+            await asyncio.sleep(1.0)
+            zombie.pause()  # mid-batch, leases held
+            await asyncio.sleep(5.0)  # > 2 lease periods: the healthy relay takes over
+            zombie.resume()
+            await asyncio.sleep(2.0)
+        finally:
+            workload.stop()
+            await producing
+        try:
+            stream = await wait_drained(nats_url, workload)
+        finally:
+            zombie.stop()
+            healthy.stop()
+    assert_clean(check(workload, stream), [zombie, healthy])
+
+
+async def test_nats_killed_and_restarted_under_load(database_url: str) -> None:
+    base = server_dir("vertector-fault-nats-")
+    server = EmbeddedNats(base / "nats")
+    server.start()
+    try:
+        await create_test_stream(server.url)
+        async with engine(database_url) as eng:
+            workload = Workload(eng)
+            relay = RelayProcess(database_url, server.url, "survivor").start()
+            producing = asyncio.create_task(workload.run())
+            try:
+                for _ in range(2):
+                    await asyncio.sleep(1.0)
+                    server.kill()
+                    await asyncio.sleep(1.5)
+                    server.start()
+                await asyncio.sleep(1.0)
+                server.pause()  # longer than the publish timeout
+                await asyncio.sleep(4.0)
+                server.resume()
+            finally:
+                workload.stop()
+                await producing
+            try:
+                stream = await wait_drained(server.url, workload)
+            finally:
+                relay.stop()
+        assert_clean(check(workload, stream), [relay])
+        assert relay.exits == [0]
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_postgres_killed_and_restarted_under_load(
+    pg: PgTarget, database_url: str, nats_url: str
+) -> None:
+    server = pg.require_control()
+    await create_test_stream(nats_url)
+    async with engine(database_url) as eng:
+        workload = Workload(eng)
+        relay = RelayProcess(database_url, nats_url, "pg-survivor").start()
+        producing = asyncio.create_task(workload.run())
+        try:
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(server.kill)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(server.start)
+            await asyncio.sleep(2.0)
+        finally:
+            workload.stop()
+            await producing
+        try:
+            stream = await wait_drained(nats_url, workload)
+        finally:
+            relay.stop()
+    assert_clean(check(workload, stream), [relay])
+
+
+async def test_listen_connection_terminated_repeatedly(database_url: str, nats_url: str) -> None:
+    await create_test_stream(nats_url)
+    async with engine(database_url) as eng:
+        workload = Workload(eng, producers=3, rollback_share=0.0)
+        # A long poll interval: only NOTIFY (and the rescan after each reconnect) delivers fast.
+        relay = RelayProcess(
+            database_url, nats_url, "listener", RELAY_POLL_INTERVAL_SECONDS="30"
+        ).start()
+        producing = asyncio.create_task(workload.run())
+        admin = await asyncpg.connect(asyncpg_url(database_url))
+        try:
+            for _ in range(8):
+                await asyncio.sleep(0.4)
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+        finally:
+            await admin.close()
+            workload.stop()
+            await producing
+        try:
+            stream = await wait_drained(nats_url, workload, timeout=20)
+        finally:
+            relay.stop()
+    assert_clean(check(workload, stream), [relay])
