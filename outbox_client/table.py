@@ -5,14 +5,13 @@ Rows are written by producers and read only by the relay. ``partition`` is deriv
 
     partition = ('x' || substr(md5(partition_key), 1, 8))::bit(32)::bigint % PARTITIONS
 
-``txid`` is the writing transaction's id; the relay reads only rows whose transaction is older
-than every transaction still running, so a row that commits late is never skipped.
+The relay reads every committed, unsent row in ``id`` order on each round (no cursor), so a
+transaction that commits late is picked up by the next round, never skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -31,8 +30,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql.base import ischema_names
-from sqlalchemy.types import UserDefinedType
 
 #: Number of partitions of the key space. Fixed in the schema: one relay owns a partition at a time.
 PARTITIONS = 64
@@ -40,15 +37,6 @@ PARTITIONS = 64
 NOTIFY_CHANNEL = "vertector_outbox_v1"
 
 PARTITION_SQL = f"((('x' || substr(md5(partition_key), 1, 8))::bit(32)::bigint % {PARTITIONS}))"
-
-
-class Xid8(UserDefinedType[int]):
-    """PostgreSQL's 64-bit transaction id (``xid8``, PostgreSQL 13+)."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return "xid8"
 
 
 def partition_of(partition_key: str) -> int:
@@ -74,7 +62,6 @@ outbox = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("txid", Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     Column("sent_at", DateTime(timezone=True)),
@@ -85,7 +72,6 @@ outbox = Table(
     # The relay's claim scans this small index: only rows still to publish are in it.
     Index(
         "outbox_events_pending_idx",
-        "txid",
         "id",
         postgresql_where=text("sent_at IS NULL AND quarantined_at IS NULL"),
     ),
@@ -129,6 +115,3 @@ relay_leases = Table(
     Column("epoch", BigInteger, nullable=False, server_default=text("0")),
     Column("expires_at", DateTime(timezone=True)),
 )
-
-# Teach reflection the xid8 type, so that autogenerate compares it instead of warning.
-ischema_names["xid8"] = Xid8

@@ -115,7 +115,7 @@ class RelayApp:
         if not self._postgres_ok:
             return False, "PostgreSQL does not answer"
         backlog = self.backlog
-        if backlog is not None and backlog.pending - backlog.invisible > 0:
+        if backlog is not None and backlog.pending > 0:
             idle = time.monotonic() - self.stats.last_progress
             if idle > self.settings.stall_seconds:
                 return False, f"no progress for {idle:.0f} s with {backlog.pending} rows waiting"
@@ -129,7 +129,6 @@ class RelayApp:
                 self.backlog = await self.store.backlog()
                 self._postgres_ok = True
                 m.backlog.set(self.backlog.pending)
-                m.held.set(self.backlog.invisible)
                 m.oldest_age.set(self.backlog.oldest_age_seconds)
                 m.quarantined_rows.set(self.backlog.quarantined)
             except StoreError:

@@ -136,7 +136,6 @@ async def status() -> dict[str, Any]:
         ],
         "partitions": owners,
         "backlog": backlog.pending,
-        "held_by_open_transactions": backlog.invisible,
         "oldest_unsent_age_seconds": round(backlog.oldest_age_seconds, 3),
         "quarantined": backlog.quarantined,
         "streams": streams,
@@ -146,7 +145,6 @@ async def status() -> dict[str, Any]:
 def format_status(report: dict[str, Any]) -> str:
     lines = [
         f"backlog                 {report['backlog']}",
-        f"  held by open txns     {report['held_by_open_transactions']}",
         f"oldest unsent age       {report['oldest_unsent_age_seconds']} s",
         f"quarantined             {report['quarantined']}",
         "instances:",

@@ -73,11 +73,6 @@ class RelayMetrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000), registry=r,
         )  # fmt: skip
         self.backlog = Gauge("vertector_relay_backlog", "Unsent rows", registry=r)
-        self.held = Gauge(
-            "vertector_relay_backlog_held_by_open_transactions",
-            "Unsent rows not yet visible because an older transaction is still running",
-            registry=r,
-        )
         self.oldest_age = Gauge(
             "vertector_relay_oldest_unsent_age_seconds", "Age of the oldest unsent row", registry=r
         )

@@ -152,7 +152,6 @@ class PgStore:
         r = await self._call("fetchrow", "backlog")
         return Backlog(
             pending=r["pending"],
-            invisible=r["invisible"],
             oldest_age_seconds=r["oldest_age_seconds"],
             quarantined=r["quarantined"],
         )

@@ -64,7 +64,6 @@ class Sent:
 @dataclass(frozen=True, slots=True)
 class Backlog:
     pending: int
-    invisible: int
     oldest_age_seconds: float
     quarantined: int
 

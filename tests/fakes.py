@@ -18,7 +18,6 @@ class MemRow:
     id: int
     key: str
     subject: str
-    txid: int
     visible: bool = True
     sent: bool = False
     quarantined: str | None = None
@@ -42,9 +41,9 @@ class MemoryStore:
         self.claims: list[list[int]] = []
         self.marks: list[list[int]] = []
 
-    def add(self, key: str, subject: str = "academic.course.updated", txid: int = 0) -> MemRow:
+    def add(self, key: str, subject: str = "academic.course.updated") -> MemRow:
         row_id = next(self._ids)
-        row = MemRow(row_id, key, subject, txid or row_id)
+        row = MemRow(row_id, key, subject)
         self.rows[row_id] = row
         return row
 
@@ -59,7 +58,7 @@ class MemoryStore:
         pending = sorted(
             (r for r in self.rows.values()
              if r.visible and not r.sent and not r.quarantined and r.id not in skip),
-            key=lambda r: (r.txid, r.id),
+            key=lambda r: r.id,
         )[:limit]  # fmt: skip
         self.claims.append([r.id for r in pending])
         return [r.as_row() for r in pending]

@@ -17,8 +17,6 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from outbox_client.table import Xid8
-
 revision: str = "0001_outbox"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -45,7 +43,6 @@ def upgrade() -> None:
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
-        sa.Column("txid", Xid8(), nullable=False, server_default=sa.text("pg_current_xact_id()")),
         sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Column("last_error", sa.Text),
         sa.Column("sent_at", sa.DateTime(timezone=True)),
@@ -57,7 +54,7 @@ def upgrade() -> None:
     op.create_index(
         "outbox_events_pending_idx",
         "outbox_events",
-        ["txid", "id"],
+        ["id"],
         postgresql_where=sa.text("sent_at IS NULL AND quarantined_at IS NULL"),
     )
     op.create_index(

@@ -2,17 +2,17 @@
 -- tests/unit/test_queries.py checks that every name the code uses is here.
 
 -- claim --
--- Committed, unsent rows of the given partitions, in commit-safe order. Only rows whose
--- transaction is older than every running transaction are visible here, so a transaction
--- that commits late delays the rows after it instead of being skipped.
+-- Committed, unsent rows of the owned partitions, oldest id first. Every round reads from the
+-- start of the (small, partial) index of unsent rows: no cursor, so a transaction that
+-- commits late is seen by the next round and never skipped, and a long-running transaction
+-- holds back nothing but its own rows.
 SELECT id, event_id, subject, partition_key, partition, payload, headers, attempts, created_at
 FROM outbox_events
 WHERE sent_at IS NULL
   AND quarantined_at IS NULL
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
   AND partition = ANY($1::smallint[])
   AND id NOT IN (SELECT unnest($2::bigint[]))  -- rows in flight: a hashed lookup
-ORDER BY txid, id
+ORDER BY id
 LIMIT $3
 
 -- mark_sent --
@@ -57,10 +57,8 @@ WHERE id IN (
 )
 
 -- backlog --
--- pending: unsent rows; invisible: those held back by a transaction still running;
--- oldest_age_seconds: age of the oldest unsent row.
+-- pending: committed unsent rows; oldest_age_seconds: age of the oldest of them.
 SELECT count(*) AS pending,
-       count(*) FILTER (WHERE txid >= pg_snapshot_xmin(pg_current_snapshot())) AS invisible,
        coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_seconds,
        (SELECT count(*) FROM outbox_events WHERE quarantined_at IS NOT NULL) AS quarantined
 FROM outbox_events

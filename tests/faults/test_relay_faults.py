@@ -222,3 +222,74 @@ async def test_listen_connection_terminated_repeatedly(database_url: str, nats_u
         finally:
             relay.stop()
     assert_clean(check(workload, stream), [relay])
+
+
+async def test_relay_down_past_the_duplicate_window_duplicates_reach_the_stream_not_effects(
+    database_url: str, nats_url: str
+) -> None:
+    """The documented limit: published, not marked, re-published after the window -> the
+    stream holds the event twice; the consumer's inbox applies it once."""
+    from nats.aio.msg import Msg
+    from sqlalchemy import Column, MetaData, String, Table
+    from sqlalchemy.dialects.postgresql import insert
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from outbox_client import (
+        BaseEvent,
+        ConsumerConfig,
+        EventConsumer,
+        Inbox,
+        NATSClient,
+        NATSConfig,
+    )
+
+    await create_test_stream(nats_url, duplicate_window=1)
+    md = MetaData()
+    effects = Table("fault_effects", md, Column("event_id", String, primary_key=True))
+    async with engine(database_url) as eng:
+        async with eng.begin() as conn:
+            await conn.run_sync(md.create_all)
+        workload = Workload(eng, producers=2, rollback_share=0.0)
+        await workload.run(per_producer=100)
+        relay = RelayProcess(database_url, nats_url, "slow-to-return")
+        relay.start(VERTECTOR_RELAY_CRASH_AT="after_ack_before_mark")
+        await asyncio.to_thread(relay.proc.wait, 60)  # type: ignore[union-attr]
+        relay._reap()
+        await asyncio.sleep(1.5)  # down longer than the duplicate window
+        relay.start()
+        try:
+            stream = await wait_drained(nats_url, workload)
+        finally:
+            relay.stop()
+        verdict = check(workload, stream)
+        assert verdict.lost == 0 and verdict.order_violations == 0 and verdict.phantoms == 0
+        assert verdict.stream_duplicates > 0, "the scenario did not produce a late re-publish"
+
+        inbox = Inbox(eng, consumer="fault-notes")
+        applied = 0
+
+        async def effect(conn: AsyncConnection, event: BaseEvent) -> None:
+            nonlocal applied
+            applied += 1
+            await conn.execute(insert(effects).values(event_id=str(event.event_id)))
+
+        async def handler(event: BaseEvent, msg: Msg) -> None:
+            await inbox.apply(event, effect)
+
+        async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+            consumer = EventConsumer(
+                client,
+                "ACADEMIC_EVENTS",
+                ConsumerConfig(durable_name="fault-notes"),
+                batch_size=100,
+                fetch_timeout=0.2,
+            )
+            task = asyncio.create_task(consumer.subscribe(handler))
+            for _ in range(300):
+                if consumer.processed >= len(stream):
+                    break
+                await asyncio.sleep(0.05)
+            consumer.stop()
+            await task
+    assert consumer.processed == len(stream)
+    assert applied == len(workload.committed), "a duplicate in the stream became a duplicate effect"
