@@ -53,6 +53,9 @@ class Outcome:
     sent: list[Sent] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
     quarantined: list[tuple[int, str]] = field(default_factory=list)
+    #: Keys with rows of the batch left unpublished (failed, blocked, or not owned): rows
+    #: of these keys in a batch claimed meanwhile must wait.
+    unpublished_keys: set[str] = field(default_factory=set)
 
     def empty(self) -> bool:
         return not (self.sent or self.failures or self.quarantined)
@@ -155,9 +158,15 @@ class Relay:
             return self._idle_delay(now)
         crash_point("after_claim")
         full = len(rows) >= self.config.batch_size
-        if full:
+        # Prefetch only when nothing is held back: a batch claimed while some rows are excluded
+        # (backing off, or left unpublished by the batch in hand) could hold later events of
+        # their keys, which would overtake them once the backoff expires.
+        prefetch = full and not self._backoff
+        if prefetch:
             self._prefetch = asyncio.create_task(self._claim({row.id for row in rows}))
         outcome = await self._publish(rows)
+        if outcome.unpublished_keys:
+            await self._drop_prefetch()
         outage = bool(outcome.failures) and not outcome.sent and not outcome.quarantined
         if outcome.sent:
             crash_point("after_ack_before_mark")
@@ -225,6 +234,7 @@ class Relay:
                 else:
                     failed_keys.add(row.partition_key)
                     self._fail(row, result, outcome)
+        outcome.unpublished_keys = failed_keys | (blocked & {r.partition_key for r in rows})
         self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
         log_event(
             logger, "relay.batch.published", level=logging.DEBUG,

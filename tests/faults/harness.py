@@ -158,10 +158,12 @@ class Verdict:
     phantoms: int
     order_violations: int
     delivered: int
+    examples: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (f"delivered {self.delivered}: lost {self.lost}, duplicates {self.stream_duplicates},"
-                f" phantoms {self.phantoms}, order violations {self.order_violations}")  # fmt: skip
+                f" phantoms {self.phantoms}, order violations {self.order_violations}"
+        f" {self.examples[:5]}")  # fmt: skip
 
 
 def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdict:
@@ -174,6 +176,7 @@ def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdi
     duplicates = len(ids) - len(seen)
     last: dict[str, int] = {}
     violations = 0
+    examples: list[str] = []
     first_seen: set[uuid.UUID] = set()
     for event_id, key, seq in stream:
         if event_id in first_seen:
@@ -181,8 +184,9 @@ def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdi
         first_seen.add(event_id)
         if seq <= last.get(key, 0):
             violations += 1
+            examples.append(f"{key}: {seq} after {last.get(key, 0)}")
         last[key] = max(seq, last.get(key, 0))
-    return Verdict(lost, duplicates, phantoms, violations, len(seen & committed))
+    return Verdict(lost, duplicates, phantoms, violations, len(seen & committed), examples)
 
 
 async def create_test_stream(nats_url: str, duplicate_window: float = 120) -> None:

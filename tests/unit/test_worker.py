@@ -164,3 +164,23 @@ async def test_run_stops_after_finishing_the_batch_in_hand() -> None:
     published = {x.id for x in pub.stream}
     marked = {x.id for x in store.rows.values() if x.sent}
     assert published == marked
+
+
+async def test_a_prefetched_batch_never_overtakes_a_key_whose_retry_is_due() -> None:
+    """A row fails while the next batch is being prefetched; its backoff expires before that
+    batch is used. The prefetched later rows of the key must still wait for the retry."""
+    store, pub = MemoryStore(), FakePublisher()
+    rows = [store.add(key=("a" if i % 2 == 0 else f"o{i}")) for i in range(40)]
+    fail_once = {rows[4].id}
+
+    def verdict(r: OutboxRow) -> Failure | None:
+        if r.id in fail_once:
+            fail_once.discard(r.id)
+            return Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
+        return None
+
+    pub.verdict = verdict
+    await drain(relay(store, pub, batch=5), rounds=60)
+    assert sorted(r.id for r in pub.stream) == [r.id for r in rows]
+    a_order = pub.keys_in_order()["a"]
+    assert a_order == sorted(a_order), f"key a published out of order: {a_order}"
