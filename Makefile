@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test demo bench soak lint fmt clean unit integration
+.PHONY: test demo bench soak lint fmt clean unit integration faults
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -m unit
 
+faults: $(STAMP)
+	$(PY) -m pytest -q tests/faults
+
 integration: $(STAMP)
 	$(PY) -m pytest -q -m "integration or acceptance"
 
@@ -26,6 +29,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+soak: $(STAMP)
+	$(PY) bench/soak.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -144,20 +144,25 @@ async def unsent(database_url: str) -> int:
         await conn.close()
 
 
-async def drain(database_url: str, nats_url: str, engine: AsyncEngine, n: int) -> dict[str, float]:
-    """(b) the relay draining a backlog of n events."""
+async def drain(
+    database_url: str, nats_url: str, engine: AsyncEngine, n: int, relays: int = 1
+) -> dict[str, float]:
+    """(b) `relays` relay processes draining a backlog of n events together."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await reset_stream(js)
     await fill_backlog(engine, n)
     started = time.perf_counter()
-    proc = start_relay(database_url, nats_url)
+    procs = [
+        start_relay(database_url, nats_url, RELAY_INSTANCE_NAME=f"bench-{i}") for i in range(relays)
+    ]
     try:
         while await unsent(database_url) > 0:
             await asyncio.sleep(0.2)
         wall = time.perf_counter() - started
     finally:
-        stop_relay(proc)
+        for proc in procs:
+            stop_relay(proc)
     state = (await js.stream_info("ACADEMIC_EVENTS")).state
     first = await js.get_msg("ACADEMIC_EVENTS", state.first_seq)
     last = await js.get_msg("ACADEMIC_EVENTS", state.last_seq)
@@ -270,6 +275,11 @@ async def main() -> int:
         results["drain_events_per_s"] = round(d["events_per_s"])
         results["drain_wall_events_per_s"] = round(d["wall_events_per_s"])
         print(f"  (b) drain: {results['drain_events_per_s']} events/s", flush=True)
+        by_relays = results["drain_events_per_s_by_relays"] = {"1": results["drain_events_per_s"]}
+        for relays in (2, 3):
+            multi = await drain(url, ns.url, engine, BACKLOG // 2, relays=relays)
+            by_relays[str(relays)] = round(multi["events_per_s"])
+            print(f"  (b) drain, {relays} relays: {by_relays[str(relays)]} events/s", flush=True)
         results["latency_ms"] = {}
         for rate in (1000, 5000):
             results["latency_ms"][str(rate)] = await steady(url, ns.url, engine, rate)
@@ -312,6 +322,8 @@ async def main() -> int:
             f"{results['drain_events_per_s']:>8} ev/s",
             f"{drain_ratio:.2f} x ceiling (target >= 0.60)",
         ),
+        ("drain, 2 relays", f"{results['drain_events_per_s_by_relays']['2']:>8} ev/s", ""),
+        ("drain, 3 relays", f"{results['drain_events_per_s_by_relays']['3']:>8} ev/s", ""),
         (
             "latency @1000/s p50 / p99",
             f"{lat['1000']['p50']:>6} / {lat['1000']['p99']} ms",

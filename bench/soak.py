@@ -1,0 +1,132 @@
+"""`make soak`: the fault scenarios longer and bigger, with resources watched over time.
+
+Producers commit SOAK_EVENTS events (default 1,000,000) out of order with 20 % rollbacks while
+two relays run and one of them is SIGKILLed and restarted every SOAK_KILL_EVERY seconds. Every
+10 s it samples relay memory (RSS), the outbox table and index sizes and dead tuples. At the
+end the checker counts lost / duplicated / phantom / out-of-order events, and the report shows
+whether memory and table size stayed bounded. Writes bench/results/soak.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from relay import schema  # noqa: E402
+from relay.embedded import EmbeddedNats, EmbeddedPostgres, server_dir  # noqa: E402
+from tests.faults.harness import (  # noqa: E402
+    RelayProcess,
+    Workload,
+    check,
+    create_test_stream,
+    wait_drained,
+)
+from tests.relayrun import engine  # noqa: E402
+
+EVENTS = int(os.environ.get("SOAK_EVENTS", "1000000"))
+KILL_EVERY = float(os.environ.get("SOAK_KILL_EVERY", "20"))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def sample(
+    url: str, relays: list[RelayProcess], started: float, committed: int
+) -> dict[str, float]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT pg_total_relation_size('outbox_events') AS total,"
+            " pg_indexes_size('outbox_events') AS indexes,"
+            " (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox_events') AS dead,"
+            " (SELECT count(*) FROM outbox_events) AS rows"
+        )
+    finally:
+        await conn.close()
+    return {
+        "t": round(time.monotonic() - started, 1),
+        "committed": committed,
+        "relay_rss_mib": round(
+            max((rss_kib(r.proc.pid) for r in relays if r.proc), default=0) / 1024, 1
+        ),
+        "table_mib": round(row["total"] / 2**20, 1),
+        "indexes_mib": round(row["indexes"] / 2**20, 1),
+        "dead_tuples": row["dead"] or 0,
+        "rows": row["rows"],
+    }
+
+
+async def main() -> int:
+    base = server_dir("vertector-soak-")
+    pg, ns = EmbeddedPostgres(base / "pg"), EmbeddedNats(base / "nats")
+    pg.start()
+    ns.start()
+    samples: list[dict[str, float]] = []
+    try:
+        url = pg.url()
+        await asyncio.to_thread(schema.upgrade, url)
+        await create_test_stream(ns.url, duplicate_window=600)
+        async with engine(url) as eng:
+            workload = Workload(eng, producers=8, keys_per_producer=50, jitter=0.005)
+            relays = [RelayProcess(url, ns.url, f"soak-{i}").start() for i in range(2)]
+            per_producer = EVENTS // workload.producers
+            producing = asyncio.create_task(workload.run(per_producer=per_producer))
+            started = time.monotonic()
+            last_kill = started
+            victim = 0
+            while not producing.done():
+                await asyncio.wait([producing], timeout=10)
+                samples.append(await sample(url, relays, started, len(workload.committed)))
+                print(json.dumps(samples[-1]), flush=True)
+                if time.monotonic() - last_kill > KILL_EVERY:
+                    relays[victim].kill()
+                    relays[victim].start()
+                    victim, last_kill = 1 - victim, time.monotonic()
+            producing.result()
+            stream = await wait_drained(ns.url, workload, timeout=600)
+            samples.append(await sample(url, relays, started, len(workload.committed)))
+            for relay in relays:
+                relay.stop()
+        verdict = check(workload, stream)
+    finally:
+        ns.stop()
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    half = samples[len(samples) // 2 :]
+    report = {
+        "events_committed": len(workload.committed),
+        "verdict": {
+            "lost": verdict.lost, "stream_duplicates": verdict.stream_duplicates,
+            "phantoms": verdict.phantoms, "order_violations": verdict.order_violations,
+        },
+        "relay_rss_mib_max": max(s["relay_rss_mib"] for s in samples),
+        "relay_rss_mib_second_half_max": max(s["relay_rss_mib"] for s in half),
+        "table_mib_max": max(s["table_mib"] for s in samples),
+        "dead_tuples_max": max(s["dead_tuples"] for s in samples),
+        "samples": samples,
+    }  # fmt: skip
+    out = ROOT / "bench" / "results" / "soak.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+    print(f"wrote {out}")
+    clean = all(v == 0 for v in report["verdict"].values())
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
