@@ -20,7 +20,7 @@ from relay.metrics import RelayMetrics
 from relay.natspublisher import NatsPublisher
 from relay.pgstore import PgLeaseStore, PgStore
 from relay.ports import Backlog
-from relay.purger import run_purger
+from relay.purger import run_purger, run_vacuum
 from relay.retry import Backoff, RetryPolicies
 from relay.settings import RelaySettings
 from relay.stats import RelayStats
@@ -154,6 +154,15 @@ class RelayApp:
             asyncio.create_task(
                 self.leases.run(background_stop, on_change=self.wakeup.set), name="leases"
             ),
+            asyncio.create_task(
+                run_vacuum(
+                    self.store,
+                    deleted=self._rows_deleted,
+                    every_rows=self.settings.vacuum_every_rows,
+                    stop=background_stop,
+                ),
+                name="vacuum",
+            ),
             asyncio.create_task(self.listener.run(background_stop), name="listener"),
             asyncio.create_task(
                 run_purger(
@@ -203,6 +212,10 @@ class RelayApp:
             logger, "relay.leases.initial", partitions=len(self.leases.current()),
             alive=self.leases.alive,
         )  # fmt: skip
+
+    def _rows_deleted(self) -> int:
+        marked = self.stats.published if self.settings.retention_seconds == 0 else 0
+        return marked + self.stats.purged
 
     def _count_purged(self, rows: int) -> None:
         self.stats.purged += rows

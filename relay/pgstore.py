@@ -148,6 +148,12 @@ class PgStore:
         status = await self._call("execute", "purge_sent", older_than_seconds, limit)
         return int(status.split()[-1])
 
+    async def vacuum(self) -> None:
+        await self._call("execute", "vacuum")
+
+    async def can_vacuum(self) -> bool:
+        return bool(await self._call("fetchval", "can_vacuum"))
+
     async def backlog(self) -> Backlog:
         r = await self._call("fetchrow", "backlog")
         return Backlog(

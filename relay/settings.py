@@ -73,6 +73,9 @@ class RelaySettings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         default=20.0, gt=0, le=600, description="bound on finishing the in-flight batch at stop"
     )
+    vacuum_every_rows: int = Field(
+        default=20_000, ge=0, description="VACUUM the outbox after this many deleted rows; 0 off"
+    )
     pool_size: int = Field(default=4, ge=2, le=100, description="PostgreSQL connections")
     metrics_host: str = Field(
         default="127.0.0.1", description="address of /metrics, /healthz, /readyz (0.0.0.0: all)"

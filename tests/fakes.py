@@ -94,10 +94,16 @@ class MemoryStore:
     async def purge(self, older_than_seconds: float, limit: int) -> int:
         return 0
 
+    async def vacuum(self) -> None:
+        return None
+
+    async def can_vacuum(self) -> bool:
+        return True
+
     async def backlog(self) -> Backlog:
         pending = [r for r in self.rows.values() if not r.sent and not r.quarantined]
         quarantined = sum(1 for r in self.rows.values() if r.quarantined)
-        return Backlog(len(pending), 0, 0.0, quarantined)
+        return Backlog(len(pending), 0.0, quarantined)
 
 
 class FakePublisher:

@@ -28,6 +28,16 @@ GRANT UPDATE (sent_at, stream, stream_seq, attempts, last_error, quarantined_at)
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_instances TO vertector_relay;
 GRANT SELECT, UPDATE (owner, epoch, expires_at) ON outbox_relay_leases TO vertector_relay;
 
+-- PostgreSQL 17+: let the relay VACUUM its queue table after heavy deletes (older servers:
+-- only the owner may; the relay then says so once and leaves it to autovacuum).
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 170000 THEN
+        EXECUTE 'GRANT MAINTAIN ON outbox_events TO vertector_relay';
+    END IF;
+END
+$$;
+
 -- A producer can only add events (the columns it writes; the rest are defaults).
 GRANT INSERT (event_id, event_type, subject, partition_key, payload, headers)
     ON outbox_events TO vertector_producer;

@@ -160,3 +160,17 @@ SELECT name, extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age,
        started_at
 FROM outbox_relay_instances
 ORDER BY name
+
+-- vacuum --
+-- A queue table's dead rows sit at the head of the unsent-rows index that every claim
+-- scans; autovacuum wakes at most once a minute, so the relay vacuums after heavy deletes.
+VACUUM (SKIP_LOCKED) outbox_events
+
+-- can_vacuum --
+-- Whether this role may VACUUM the outbox (VACUUM only warns, it does not fail, when it may not).
+SELECT r.rolsuper
+    OR pg_has_role(current_user, c.relowner, 'USAGE')
+    OR CASE WHEN current_setting('server_version_num')::int >= 170000
+            THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+FROM pg_class c, pg_roles r
+WHERE c.oid = 'outbox_events'::regclass AND r.rolname = current_user
