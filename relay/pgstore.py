@@ -22,8 +22,15 @@ logger = logging.getLogger("relay.store")
 T = TypeVar("T")
 _MID_MARK = os.environ.get("VERTECTOR_RELAY_CRASH_AT") == "mid_mark"
 
-#: What a lost, restarting or paused PostgreSQL raises; all of it is retried.
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+#: What a lost, restarting or paused PostgreSQL raises; all of it is retried. asyncpg raises
+#: InternalClientError ("cannot switch to state ...") on a connection broken mid-operation.
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

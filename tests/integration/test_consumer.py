@@ -348,3 +348,31 @@ async def test_dead_letters_are_listed_and_replayed(nats_url: str) -> None:
             await replay_dead_letter(client, letter.seq)
             await until(lambda: handled == [str(lost.event_id)])
         assert await list_dead_letters(client) == []
+
+
+async def test_consumers_with_the_same_durable_share_the_work(nats_url: str) -> None:
+    await apply_default_streams(nats_url)
+    handled: dict[str, list[str]] = {"one": [], "two": []}
+
+    def handler_for(name: str) -> object:
+        async def handle(event: BaseEvent, msg: Msg) -> None:
+            handled[name].append(str(event.event_id))
+            await asyncio.sleep(0.002)
+
+        return handle
+
+    events = [course(f"S{i}") for i in range(200)]
+    async with (
+        NATSClient(NATSConfig(servers=[nats_url])) as first,
+        NATSClient(NATSConfig(servers=[nats_url])) as second,
+    ):
+        config = ConsumerConfig(durable_name="notes-shared")
+        one = EventConsumer(first, "ACADEMIC_EVENTS", config, batch_size=10, fetch_timeout=0.2)
+        two = EventConsumer(second, "ACADEMIC_EVENTS", config, batch_size=10, fetch_timeout=0.2)
+        await one.ensure()
+        async with consuming(one, handler_for("one")), consuming(two, handler_for("two")):
+            await EventPublisher(first).publish_batch(events)
+            await until(lambda: len(handled["one"]) + len(handled["two"]) >= 200)
+    assert handled["one"] and handled["two"], "one consumer did all the work"
+    both = handled["one"] + handled["two"]
+    assert len(both) == len(set(both)) == 200
