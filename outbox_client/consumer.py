@@ -184,7 +184,7 @@ class EventConsumer:
             while not (self._stop.is_set() or (stop is not None and stop.is_set())):
                 try:
                     msgs = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     # nats-py raises either, depending on where in fetch() time runs out.
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):

@@ -248,3 +248,32 @@ async def test_streams_apply_is_idempotent_and_reports_changes(nats_url: str) ->
         info = await js.stream_info("ACADEMIC_EVENTS")
         assert info.config.retention == "workqueue"
         assert info.config.duplicate_window == 600
+
+
+async def test_full_stream_is_retried_not_quarantined(database_url: str, nats_url: str) -> None:
+    """A stream at its limits with discard-new answers an error that clears when space frees:
+    the relay retries with backoff and delivers everything once the limit is raised."""
+    full = StreamConfig(
+        name="ACADEMIC_EVENTS", subjects=("academic.>",), max_msgs=20, discard="new",
+        retention="limits",
+    )  # fmt: skip
+    notes = DEFAULT_STREAMS[1]
+    await apply_default_streams(nats_url, [full, notes])
+    events = [update(f"F{i}") for i in range(50)]
+    async with (
+        engine(database_url) as eng,
+        running_relay(
+            database_url, nats_url, retry_backoff_seconds=0.05, retry_backoff_max_seconds=0.3
+        ) as app,
+    ):
+        await produce(eng, events)
+        assert await wait_for_messages(nats_url, 20) == 20
+        for _ in range(100):
+            if sum(app.stats.retries.values()) >= 10:
+                break
+            await asyncio.sleep(0.05)
+        assert sum(app.stats.retries.values()) >= 10
+        assert not app.stats.quarantined, "a full stream is transient, not poison"
+        await apply_default_streams(nats_url, [full.model_copy(update={"max_msgs": -1}), notes])
+        assert await wait_for_messages(nats_url, 50) == 50
+    assert sorted(event_ids(await stream_messages(nats_url))) == sorted(e.event_id for e in events)
