@@ -56,6 +56,14 @@ class RelayProcess:
             )
         return self
 
+    async def crash_at(self, point: str) -> None:
+        """Run until the relay SIGKILLs itself at the named crash point (asserted)."""
+        self.start(VERTECTOR_RELAY_CRASH_AT=point)
+        assert self.proc is not None
+        await asyncio.to_thread(self.proc.wait, 60)
+        self._reap()
+        assert self.exits[-1] == -9, f"the relay did not reach {point}:\n{self.tail()}"
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -42,10 +42,7 @@ async def test_relay_killed_at_a_named_crash_point_then_restarted(
         workload = Workload(eng, producers=4)
         await workload.run(per_producer=150)
         relay = RelayProcess(database_url, nats_url, "crashy")
-        relay.start(VERTECTOR_RELAY_CRASH_AT=point)
-        await asyncio.to_thread(relay.proc.wait, 60)  # type: ignore[union-attr]
-        relay._reap()
-        assert relay.exits == [-9], f"the relay did not reach {point}:\n{relay.tail()}"
+        await relay.crash_at(point)
         relay.start()
         try:
             stream = await wait_drained(nats_url, workload)
@@ -252,9 +249,7 @@ async def test_relay_down_past_the_duplicate_window_duplicates_reach_the_stream_
         workload = Workload(eng, producers=2, rollback_share=0.0)
         await workload.run(per_producer=100)
         relay = RelayProcess(database_url, nats_url, "slow-to-return")
-        relay.start(VERTECTOR_RELAY_CRASH_AT="after_ack_before_mark")
-        await asyncio.to_thread(relay.proc.wait, 60)  # type: ignore[union-attr]
-        relay._reap()
+        await relay.crash_at("after_ack_before_mark")
         # Down longer than the duplicate window. nats-server forgets ids on a timer that runs
         # about once per window, so an id can outlive the window by up to one more.
         await asyncio.sleep(3.0)
