@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+import tenacity
 
 from outbox_client.client import NATSClient
 from outbox_client.errors import OutboxError
@@ -75,20 +76,25 @@ class EventPublisher:
         if not isinstance(event, BaseEvent):
             raise TypeError(f"publish() takes a BaseEvent, got {type(event).__name__}")
         payload, headers = event.to_bytes(), self._headers(event)
-        for attempt in range(self.max_retries + 1):
-            try:
-                ack = await self.client.js.publish(
-                    event.subject, payload, timeout=self.timeout, headers=headers
-                )
-                return PublishAck(ack.stream, ack.seq, bool(ack.duplicate))
-            except _RETRYABLE as exc:
-                if attempt == self.max_retries:
-                    raise PublishFailedError(
-                        f"{event.event_type} {event.event_id} not published after "
-                        f"{attempt + 1} attempts: {type(exc).__name__}"
-                    ) from exc
-                await asyncio.sleep(self.retry_backoff_base**attempt)
-        raise AssertionError("unreachable")
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            # 1 s, base s, base² s ... as the product description documents.
+            wait=tenacity.wait_exponential(multiplier=1, exp_base=self.retry_backoff_base),
+            retry=tenacity.retry_if_exception_type(_RETRYABLE),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    ack = await self.client.js.publish(
+                        event.subject, payload, timeout=self.timeout, headers=headers
+                    )
+        except _RETRYABLE as exc:
+            raise PublishFailedError(
+                f"{event.event_type} {event.event_id} not published after "
+                f"{self.max_retries + 1} attempts: {type(exc).__name__}"
+            ) from exc
+        return PublishAck(ack.stream, ack.seq, bool(ack.duplicate))
 
     async def publish_batch(
         self, events: Sequence[BaseEvent], *, parallel: bool = True

@@ -1,13 +1,10 @@
-"""Named retry policies, in one place. The loop asks a policy how long to wait; tenacity runs
-the reconnect loops with the same policies."""
+"""Named retry policies, in one place: the loop asks a policy how long to wait, so that a stop
+request can interrupt any wait. (EventPublisher's fixed retry budget uses tenacity.)"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
-
-import tenacity
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +26,6 @@ class Backoff:
         base = min(self.maximum, self.initial * 2.0 ** max(0, min(attempt - 1, 60)))
         # Full jitter in [base/2, base]: spreads out relays that failed together.
         return float(base * random.uniform(0.5, 1.0) if self.jitter else base)
-
-    def tenacity_wait(self) -> Any:
-        """The same curve as a tenacity ``wait=`` strategy."""
-        return tenacity.wait_exponential_jitter(initial=self.initial, max=self.maximum)
 
 
 @dataclass(frozen=True, slots=True)
