@@ -9,6 +9,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import nats.errors
+
 from outbox_client.nats_config import NATSConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
 from relay.errors import PublishError, StoreError
@@ -98,15 +100,37 @@ class RelayApp:
                 self.publisher.connect, self.policies.nats_unavailable, "nats", stop
             ):
                 return
-            js = self.publisher.jetstream
-            await check_coverage(js)
-            for warning in await risky_settings(js, RETRY_HORIZON_SECONDS):
-                log_event(logger, "relay.config.risky", level=logging.WARNING, detail=warning)
+            if not await self._check_streams(stop):
+                return
             await self._loop_until(stop)
         finally:
             await self.publisher.close()
             await self.store.close()
             log_event(logger, "relay.stopped", published=self.stats.published)
+
+    async def _check_streams(self, stop: asyncio.Event) -> bool:
+        """Refuse to start if a subject has no stream; a slow or unreachable JetStream API
+        (timeouts, elections) is waited out, not fatal. False when stopped first."""
+        attempt = 0
+        while not stop.is_set():
+            js = self.publisher.jetstream
+            try:
+                await check_coverage(js)
+                warnings = await risky_settings(js, RETRY_HORIZON_SECONDS)
+            except (TimeoutError, nats.errors.Error) as exc:
+                attempt += 1
+                delay = self.policies.nats_unavailable.delay(attempt)
+                log_event(
+                    logger, "relay.streams.check_failed", level=logging.WARNING,
+                    error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 2),
+                )  # fmt: skip
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            for warning in warnings:
+                log_event(logger, "relay.config.risky", level=logging.WARNING, detail=warning)
+            return True
+        return False
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: connected to NATS and PostgreSQL, and visible rows do not sit unpublished."""
