@@ -23,6 +23,8 @@ from outbox_client.nats_config import NATSConfig
 
 logger = logging.getLogger("outbox_client.nats")
 
+_DISCONNECTS = (ConnectionResetError, BrokenPipeError, nats.errors.UnexpectedEOF)
+
 
 class NATSConnectionError(OutboxError):
     """NATS could not be reached, or refused our credentials or certificates."""
@@ -42,8 +44,11 @@ async def connect_nats(config: NATSConfig, **callbacks: Any) -> Client:
     last_error: list[BaseException] = []
     user_error_cb = options.get("error_cb")
 
+    connecting = True
+
     async def remember(exc: Exception) -> None:
-        last_error[:] = [exc]
+        if connecting:  # only the first connection's errors explain a failure to connect
+            last_error.append(exc)
         if user_error_cb is not None:
             await user_error_cb(exc)
 
@@ -56,10 +61,14 @@ async def connect_nats(config: NATSConfig, **callbacks: Any) -> Client:
     except Exception as exc:  # nats-py raises OSError, its own errors, ssl errors, timeouts
         with contextlib.suppress(Exception):
             await nc.close()
-        cause = last_error[0] if last_error else exc
+        # The server answers a bad password with -ERR and then closes: the reset that follows
+        # says less than the refusal, so report the last error that is not a bare disconnect.
+        telling = [e for e in last_error if not isinstance(e, _DISCONNECTS)]
+        cause = (telling or last_error or [exc])[-1]
         raise NATSConnectionError(
             f"cannot connect to NATS at {config.describe()}: {type(cause).__name__}: {cause}"
         ) from cause
+    connecting = False
     nc.options["max_reconnect_attempts"] = reconnects
     return nc
 
