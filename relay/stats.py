@@ -18,7 +18,6 @@ class RelayStats:
     published: int = 0
     duplicates: int = 0
     batches: int = 0
-    claimed: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     by_stream: Counter[str] = field(default_factory=Counter)
@@ -27,7 +26,6 @@ class RelayStats:
     lag: Callable[[float], None] | None = None  # observes commit -> PubAck seconds
     on_batch: Callable[[int, float], None] | None = None  # observes (rows, seconds)
     last_progress: float = field(default_factory=time.monotonic)
-    last_batch_seconds: float = 0.0
 
     def record_ack(self, row: OutboxRow, ack: Ack) -> None:
         self.published += 1
@@ -40,8 +38,6 @@ class RelayStats:
 
     def record_batch(self, claimed: int, sent: int, seconds: float) -> None:
         self.batches += 1
-        self.claimed += claimed
-        self.last_batch_seconds = seconds
         if self.on_batch is not None:
             self.on_batch(claimed, seconds)
         if sent:

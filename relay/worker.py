@@ -103,7 +103,6 @@ class Relay:
         self._store_failures = 0
         self._outage_batches = 0
         self.steps = 0  # completed rounds; the lease manager releases partitions between them
-        self.dropped_unowned = 0
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -222,7 +221,6 @@ class Relay:
             todo = [r for r in wave if r.partition_key not in failed_keys and r.partition in owned]
             if len(todo) < len(wave):
                 lost = [r for r in wave if r.partition not in owned]
-                self.dropped_unowned += len(lost)
                 failed_keys.update(r.partition_key for r in lost)
             if not todo:
                 continue

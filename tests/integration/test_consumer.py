@@ -10,9 +10,9 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox_client import (
     BaseEvent,
@@ -315,9 +315,6 @@ async def test_request_reply_typed_with_clear_errors(nats_url: str) -> None:
                 client, "schedule.course.get", GetCourse(code="SLOW"), CourseInfo, timeout=0.3
             )
         await sub.unsubscribe()
-
-
-del update, func, AsyncEngine
 
 
 async def test_dead_letters_are_listed_and_replayed(nats_url: str) -> None:
