@@ -49,6 +49,7 @@ class RelayApp:
         self.store = PgStore(
             settings.dsn,
             pool_size=settings.pool_size,
+            command_timeout=settings.db_timeout_seconds,
             keep_sent=settings.retention_seconds > 0,
             owner=settings.instance_name,
         )
@@ -58,7 +59,11 @@ class RelayApp:
             publish_timeout=settings.publish_timeout_seconds,
         )
         self.listener = PgListener(
-            settings.dsn, NOTIFY_CHANNEL, self.wakeup, policy=self.policies.postgres_unavailable
+            settings.dsn,
+            NOTIFY_CHANNEL,
+            self.wakeup,
+            policy=self.policies.postgres_unavailable,
+            timeout=settings.db_timeout_seconds,
         )
         self.metrics = RelayMetrics(self.stats)
         self.http: HealthServer | None = None

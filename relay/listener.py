@@ -30,12 +30,14 @@ class PgListener:
         *,
         policy: Backoff,
         health_interval: float = 5.0,
+        timeout: float = 10.0,
     ) -> None:
         self.dsn = dsn
         self.channel = channel
         self.wakeup = wakeup
         self.policy = policy
         self.health_interval = health_interval
+        self.timeout = timeout
         self.connected = False
         self.notifications = 0
         self.reconnects = 0
@@ -49,7 +51,7 @@ class PgListener:
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=10)
+                conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
                 lost = asyncio.Event()
                 conn.add_termination_listener(functools.partial(_set, lost))
                 await conn.add_listener(self.channel, self._notified)
@@ -85,7 +87,7 @@ class PgListener:
                 raise ConnectionResetError("LISTEN connection terminated")
             if stop.is_set():
                 return
-            await conn.fetchval("SELECT 1", timeout=self.health_interval)
+            await conn.fetchval("SELECT 1", timeout=min(self.health_interval, self.timeout))
 
 
 def _set(event: asyncio.Event, *_: Any) -> None:

@@ -65,7 +65,7 @@ class PgStore:
                 max_size=self.pool_size,
                 init=_init_connection,
                 command_timeout=self.command_timeout,
-                timeout=10,
+                timeout=min(self.command_timeout, 10),
             )
         except DRIVER_ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -89,6 +89,11 @@ class PgStore:
     async def _call(self, method: str, sql_name: str, *args: Any) -> Any:
         try:
             return await getattr(self.pool, method)(query(sql_name), *args)
+        except TimeoutError as exc:
+            raise StoreError(
+                f"{sql_name} failed: no answer from PostgreSQL within {self.command_timeout:g} s"
+                " (RELAY_DB_TIMEOUT_SECONDS)"
+            ) from exc
         except DRIVER_ERRORS as exc:
             raise StoreError(f"{sql_name} failed: {type(exc).__name__}: {exc}") from exc
 

@@ -77,6 +77,12 @@ class RelaySettings(BaseSettings):
         default=20_000, ge=0, description="VACUUM the outbox after this many deleted rows; 0 off"
     )
     pool_size: int = Field(default=4, ge=2, le=100, description="PostgreSQL connections")
+    db_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="bound on connecting to PostgreSQL and on each statement; then retried",
+    )
     metrics_host: str = Field(
         default="127.0.0.1", description="address of /metrics, /healthz, /readyz (0.0.0.0: all)"
     )

@@ -197,6 +197,15 @@ def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdi
     return Verdict(lost, duplicates, phantoms, violations, len(seen & committed), examples)
 
 
+def assert_clean(verdict: Verdict, relays: list[RelayProcess]) -> None:
+    """0 lost, 0 stream duplicates, 0 phantoms, 0 order violations; else the relays' logs."""
+    v = verdict
+    logs = "\n---\n".join(r.tail() for r in relays)
+    assert (v.lost, v.stream_duplicates, v.phantoms, v.order_violations) == (0, 0, 0, 0), (
+        f"{v}\n{logs}"
+    )
+
+
 async def create_test_stream(nats_url: str, duplicate_window: float = 120) -> None:
     """A LIMITS stream (so that it can be read back whole) over every academic subject."""
     nc = await nats.connect(nats_url)

@@ -1,10 +1,12 @@
 """A TCP proxy for fault tests: pass, delay, blackhole or cut (RST) the traffic it carries.
-(`tc netem` is not available here; this sits between a relay and its server instead.)"""
+(`tc netem` is not available here; this sits between a relay and its server instead, NATS or
+PostgreSQL alike.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit, urlunsplit
 
 from relay.embedded import free_port
 
@@ -18,9 +20,19 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+    @classmethod
+    def before(cls, url: str) -> FaultProxy:
+        """A proxy in front of the server of ``url`` (``nats://`` or ``postgresql://``)."""
+        parts = urlsplit(url)
+        assert parts.hostname and parts.port, url
+        return cls(parts.port, parts.hostname)
+
+    def via(self, url: str) -> str:
+        """``url`` rewritten to reach its server through this proxy."""
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@" if userinfo else ""
+        return urlunsplit(parts._replace(netloc=f"{netloc}127.0.0.1:{self.port}"))
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -60,3 +72,4 @@ class FaultProxy:
                     continue  # swallowed: the peer sees silence, not an error
                 writer.write(data)
                 await writer.drain()
+            writer.close()  # pass the end of stream on, as a real network would
