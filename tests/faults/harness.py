@@ -11,12 +11,14 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nats
 from nats.js import api as js_api
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox_client import CourseUpdatedEvent, enqueue
@@ -197,6 +199,16 @@ def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdi
     return Verdict(lost, duplicates, phantoms, violations, len(seen & committed), examples)
 
 
+async def _unsent(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text(
+                "SELECT count(*) FROM outbox_events WHERE sent_at IS NULL AND quarantined_at IS NULL"
+            )
+        )
+        return int(result.scalar_one())
+
+
 def assert_clean(verdict: Verdict, relays: list[RelayProcess]) -> None:
     """0 lost, 0 stream duplicates, 0 phantoms, 0 order violations; else the relays' logs."""
     v = verdict
@@ -247,17 +259,45 @@ async def read_stream(nats_url: str) -> list[tuple[uuid.UUID, str, int]]:
 
 
 async def wait_drained(nats_url: str, workload: Workload, timeout: float = 90) -> list[Any]:
-    """Wait until every committed event is in the stream (or time runs out); return it."""
+    """Wait until every committed event is in the stream and the outbox holds no unsent row
+    (re-publishes of unmarked rows are done), or time runs out; return the stream."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
         while loop.time() < deadline:
-            if (await js.stream_info("ACADEMIC_EVENTS")).state.messages >= len(workload.committed):
+            stored = (await js.stream_info("ACADEMIC_EVENTS")).state.messages
+            if stored >= len(workload.committed) and not await _unsent(workload.engine):
                 break
             await asyncio.sleep(0.2)
     finally:
         await nc.close()
     await asyncio.sleep(1.0)  # let stragglers (duplicates) land before counting
     return await read_stream(nats_url)
+
+
+async def under_load(
+    workload: Workload,
+    nats_url: str,
+    relays: list[RelayProcess],
+    faults: Callable[[], Awaitable[None]],
+) -> Verdict:
+    """The frame of most fault scenarios: start the relays, produce while ``faults`` runs,
+    stop producing, wait for the stream to hold every committed event, stop the relays
+    (off the loop: a proxy may run on it) and count. Asserts nothing."""
+    for relay in relays:
+        if not relay.alive:
+            relay.start()
+    producing = asyncio.create_task(workload.run())
+    try:
+        await faults()
+    finally:
+        workload.stop()
+        await producing
+    try:
+        stream = await wait_drained(nats_url, workload)
+    finally:
+        for relay in relays:
+            await asyncio.to_thread(relay.stop)
+    return check(workload, stream)

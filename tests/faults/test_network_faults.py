@@ -11,9 +11,8 @@ from tests.faults.harness import (
     RelayProcess,
     Workload,
     assert_clean,
-    check,
     create_test_stream,
-    wait_drained,
+    under_load,
 )
 from tests.faults.proxy import FaultProxy
 from tests.relayrun import engine
@@ -25,32 +24,26 @@ async def test_network_between_relay_and_nats_delays_blackholes_and_resets(
     await create_test_stream(nats_url)
     proxy = FaultProxy.before(nats_url)
     await proxy.start()
+    relay = RelayProcess(database_url, proxy.via(nats_url), "behind-proxy")
+
+    async def faults() -> None:
+        await asyncio.sleep(1.0)
+        proxy.latency = 0.05  # a slow link
+        await asyncio.sleep(1.5)
+        proxy.latency = 0.0
+        proxy.blackhole = True  # silence longer than the publish timeout and pings
+        await asyncio.sleep(3.5)
+        proxy.blackhole = False
+        proxy.cut()  # the half-open connection is reset
+        await asyncio.sleep(1.0)
+        for _ in range(3):  # resets mid-stream, mid-frame when bytes are in flight
+            proxy.cut()
+            await asyncio.sleep(0.7)
+
     try:
         async with engine(database_url) as eng:
-            workload = Workload(eng)
-            relay = RelayProcess(database_url, proxy.via(nats_url), "behind-proxy").start()
-            producing = asyncio.create_task(workload.run())
-            try:
-                await asyncio.sleep(1.0)
-                proxy.latency = 0.05  # a slow link
-                await asyncio.sleep(1.5)
-                proxy.latency = 0.0
-                proxy.blackhole = True  # silence longer than the publish timeout and pings
-                await asyncio.sleep(3.5)
-                proxy.blackhole = False
-                proxy.cut()  # the half-open connection is reset
-                await asyncio.sleep(1.0)
-                for _ in range(3):  # resets mid-stream, mid-frame when bytes are in flight
-                    proxy.cut()
-                    await asyncio.sleep(0.7)
-            finally:
-                workload.stop()
-                await producing
-            try:
-                stream = await wait_drained(nats_url, workload)
-            finally:
-                await asyncio.to_thread(relay.stop)  # the proxy runs on this loop
-        assert_clean(check(workload, stream), [relay])
+            verdict = await under_load(Workload(eng), nats_url, [relay], faults)
+        assert_clean(verdict, [relay])
         assert relay.exits == [0]
     finally:
         await proxy.stop()
@@ -66,34 +59,28 @@ async def test_network_between_relay_and_postgres_delays_blackholes_and_resets(
     await create_test_stream(nats_url)
     proxy = FaultProxy.before(database_url)
     await proxy.start()
+    relay = RelayProcess(
+        proxy.via(database_url), nats_url, "pg-behind-proxy", RELAY_DB_TIMEOUT_SECONDS="2"
+    )
+
+    async def faults() -> None:
+        await asyncio.sleep(1.0)
+        proxy.latency = 0.02  # every round trip to PostgreSQL is slow
+        await asyncio.sleep(1.5)
+        proxy.latency = 0.0
+        proxy.blackhole = True  # longer than the statement timeout and the lease
+        await asyncio.sleep(4.0)
+        proxy.blackhole = False
+        proxy.cut()  # the desynchronised connections are reset
+        await asyncio.sleep(1.5)
+        for _ in range(4):  # resets mid-statement, mid-frame when bytes are in flight
+            proxy.cut()
+            await asyncio.sleep(0.6)
+
     try:
         async with engine(database_url) as eng:
-            workload = Workload(eng)
-            relay = RelayProcess(
-                proxy.via(database_url), nats_url, "pg-behind-proxy", RELAY_DB_TIMEOUT_SECONDS="2"
-            ).start()
-            producing = asyncio.create_task(workload.run())
-            try:
-                await asyncio.sleep(1.0)
-                proxy.latency = 0.02  # every round trip to PostgreSQL is slow
-                await asyncio.sleep(1.5)
-                proxy.latency = 0.0
-                proxy.blackhole = True  # longer than the statement timeout and the lease
-                await asyncio.sleep(4.0)
-                proxy.blackhole = False
-                proxy.cut()  # the desynchronised connections are reset
-                await asyncio.sleep(1.5)
-                for _ in range(4):  # resets mid-statement, mid-frame when bytes are in flight
-                    proxy.cut()
-                    await asyncio.sleep(0.6)
-            finally:
-                workload.stop()
-                await producing
-            try:
-                stream = await wait_drained(nats_url, workload)
-            finally:
-                await asyncio.to_thread(relay.stop)  # the proxy runs on this loop
-        assert_clean(check(workload, stream), [relay])
+            verdict = await under_load(Workload(eng), nats_url, [relay], faults)
+        assert_clean(verdict, [relay])
         assert relay.exits == [0], relay.tail()
         log = relay.log.read_text()
         assert "no answer from PostgreSQL within 2 s" in log, "the blackhole was not noticed"

@@ -20,6 +20,7 @@ from tests.faults.harness import (
     assert_clean,
     check,
     create_test_stream,
+    under_load,
     wait_drained,
 )
 from tests.harness import PgTarget, asyncpg_url
@@ -47,56 +48,47 @@ async def test_relay_killed_at_a_named_crash_point_then_restarted(
 async def test_relay_killed_at_random_moments_under_load(database_url: str, nats_url: str) -> None:
     await create_test_stream(nats_url)
     rng = random.Random(11)
+    relay = RelayProcess(database_url, nats_url, "victim")
+
+    async def faults() -> None:
+        for _ in range(6):
+            await asyncio.sleep(rng.uniform(0.3, 1.2))
+            relay.kill()
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
+            relay.start()
+
     async with engine(database_url) as eng:
         workload = Workload(eng)
-        relay = RelayProcess(database_url, nats_url, "victim").start()
-        producing = asyncio.create_task(workload.run())
-        try:
-            for _ in range(6):
-                await asyncio.sleep(rng.uniform(0.3, 1.2))
-                relay.kill()
-                await asyncio.sleep(rng.uniform(0.0, 0.5))
-                relay.start()
-        finally:
-            workload.stop()
-            await producing
-        try:
-            stream = await wait_drained(nats_url, workload)
-        finally:
-            relay.stop()
+        verdict = await under_load(workload, nats_url, [relay], faults)
     assert len(workload.committed) > 500 and workload.rolled_back
-    assert_clean(check(workload, stream), [relay])
+    assert_clean(verdict, [relay])
 
 
 async def test_three_relays_one_killed_every_few_seconds(database_url: str, nats_url: str) -> None:
     await create_test_stream(nats_url)
+    relays = [RelayProcess(database_url, nats_url, f"r{i}") for i in range(3)]
+    owners: list[asyncpg.Record] = []
+
+    async def faults() -> None:
+        for round_ in range(5):
+            await asyncio.sleep(1.5)
+            victim = relays[round_ % 3]
+            victim.kill()
+            await asyncio.sleep(0.5)
+            victim.start()
+        await asyncio.sleep(2.0)  # > one lease: every instance is back in the rotation
+        conn = await asyncpg.connect(asyncpg_url(database_url))
+        try:
+            owners.extend(await conn.fetch(
+                "SELECT owner, count(*) FROM outbox_relay_leases WHERE expires_at > now()"
+                " GROUP BY owner"
+            ))  # fmt: skip
+        finally:
+            await conn.close()
+
     async with engine(database_url) as eng:
-        workload = Workload(eng, producers=8)
-        relays = [RelayProcess(database_url, nats_url, f"r{i}").start() for i in range(3)]
-        producing = asyncio.create_task(workload.run())
-        try:
-            for round_ in range(5):
-                await asyncio.sleep(1.5)
-                victim = relays[round_ % 3]
-                victim.kill()
-                await asyncio.sleep(0.5)
-                victim.start()
-        finally:
-            workload.stop()
-            await producing
-        try:
-            stream = await wait_drained(nats_url, workload)
-            conn = await asyncpg.connect(asyncpg_url(database_url))
-            try:
-                owners = await conn.fetch(
-                    "SELECT owner, count(*) FROM outbox_relay_leases WHERE expires_at > now() GROUP BY owner"
-                )
-            finally:
-                await conn.close()
-        finally:
-            for r in relays:
-                r.stop()
-    assert_clean(check(workload, stream), relays)
+        verdict = await under_load(Workload(eng, producers=8), nats_url, relays, faults)
+    assert_clean(verdict, relays)
     assert len(owners) >= 2, f"partitions were not shared: {owners}"
 
 
@@ -104,27 +96,20 @@ async def test_paused_relay_wakes_without_publishing_out_of_order(
     database_url: str, nats_url: str
 ) -> None:
     await create_test_stream(nats_url)
+    zombie = RelayProcess(database_url, nats_url, "zombie").start()
+    await asyncio.sleep(1.0)  # it takes every partition
+    healthy = RelayProcess(database_url, nats_url, "healthy")
+
+    async def faults() -> None:
+        await asyncio.sleep(1.0)
+        zombie.pause()  # mid-batch, leases held
+        await asyncio.sleep(5.0)  # > 2 lease periods: the healthy relay takes over
+        zombie.resume()
+        await asyncio.sleep(2.0)
+
     async with engine(database_url) as eng:
-        workload = Workload(eng, producers=6)
-        zombie = RelayProcess(database_url, nats_url, "zombie").start()
-        await asyncio.sleep(1.0)  # it takes every partition
-        healthy = RelayProcess(database_url, nats_url, "healthy").start()
-        producing = asyncio.create_task(workload.run())
-        try:
-            await asyncio.sleep(1.0)
-            zombie.pause()  # mid-batch, leases held
-            await asyncio.sleep(5.0)  # > 2 lease periods: the healthy relay takes over
-            zombie.resume()
-            await asyncio.sleep(2.0)
-        finally:
-            workload.stop()
-            await producing
-        try:
-            stream = await wait_drained(nats_url, workload)
-        finally:
-            zombie.stop()
-            healthy.stop()
-    assert_clean(check(workload, stream), [zombie, healthy])
+        verdict = await under_load(Workload(eng), nats_url, [zombie, healthy], faults)
+    assert_clean(verdict, [zombie, healthy])
 
 
 async def test_nats_killed_and_restarted_under_load(database_url: str) -> None:
@@ -133,28 +118,22 @@ async def test_nats_killed_and_restarted_under_load(database_url: str) -> None:
     server.start()
     try:
         await create_test_stream(server.url)
-        async with engine(database_url) as eng:
-            workload = Workload(eng)
-            relay = RelayProcess(database_url, server.url, "survivor").start()
-            producing = asyncio.create_task(workload.run())
-            try:
-                for _ in range(2):
-                    await asyncio.sleep(1.0)
-                    server.kill()
-                    await asyncio.sleep(1.5)
-                    server.start()
+        relay = RelayProcess(database_url, server.url, "survivor")
+
+        async def faults() -> None:
+            for _ in range(2):
                 await asyncio.sleep(1.0)
-                server.pause()  # longer than the publish timeout
-                await asyncio.sleep(4.0)
-                server.resume()
-            finally:
-                workload.stop()
-                await producing
-            try:
-                stream = await wait_drained(server.url, workload)
-            finally:
-                relay.stop()
-        assert_clean(check(workload, stream), [relay])
+                server.kill()
+                await asyncio.sleep(1.5)
+                server.start()
+            await asyncio.sleep(1.0)
+            server.pause()  # longer than the publish timeout
+            await asyncio.sleep(4.0)
+            server.resume()
+
+        async with engine(database_url) as eng:
+            verdict = await under_load(Workload(eng), server.url, [relay], faults)
+        assert_clean(verdict, [relay])
         assert relay.exits == [0]
     finally:
         server.stop()
@@ -166,52 +145,50 @@ async def test_postgres_killed_and_restarted_under_load(
 ) -> None:
     server = pg.require_control()
     await create_test_stream(nats_url)
+    relay = RelayProcess(database_url, nats_url, "pg-survivor")
+
+    async def faults() -> None:
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(server.kill)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(2.0)
+
     async with engine(database_url) as eng:
-        workload = Workload(eng)
-        relay = RelayProcess(database_url, nats_url, "pg-survivor").start()
-        producing = asyncio.create_task(workload.run())
-        try:
-            await asyncio.sleep(1.5)
-            await asyncio.to_thread(server.kill)
-            await asyncio.sleep(1.0)
-            await asyncio.to_thread(server.start)
-            await asyncio.sleep(2.0)
-        finally:
-            workload.stop()
-            await producing
-        try:
-            stream = await wait_drained(nats_url, workload)
-        finally:
-            relay.stop()
-    assert_clean(check(workload, stream), [relay])
+        verdict = await under_load(Workload(eng), nats_url, [relay], faults)
+    assert_clean(verdict, [relay])
+    assert relay.exits == [0]
 
 
 async def test_listen_connection_terminated_repeatedly(database_url: str, nats_url: str) -> None:
     await create_test_stream(nats_url)
-    async with engine(database_url) as eng:
-        workload = Workload(eng, producers=3, rollback_share=0.0)
-        # A long poll interval: only NOTIFY (and the rescan after each reconnect) delivers fast.
-        relay = RelayProcess(
-            database_url, nats_url, "listener", RELAY_POLL_INTERVAL_SECONDS="30"
-        ).start()
-        producing = asyncio.create_task(workload.run())
+    # A long poll interval: only NOTIFY (and the rescan after each reconnect) delivers fast.
+    relay = RelayProcess(database_url, nats_url, "listener", RELAY_POLL_INTERVAL_SECONDS="30")
+    terminated = 0
+
+    async def faults() -> None:
+        nonlocal terminated
         admin = await asyncpg.connect(asyncpg_url(database_url))
         try:
             for _ in range(8):
-                await asyncio.sleep(0.4)
-                await admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-                )
+                for _ in range(100):  # until the relay has (re)connected its LISTEN connection
+                    if await admin.fetchval(
+                        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)"
+                        " FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND query LIKE 'LISTEN%') t"
+                    ):
+                        terminated += 1
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.3)
         finally:
             await admin.close()
-            workload.stop()
-            await producing
-        try:
-            stream = await wait_drained(nats_url, workload, timeout=20)
-        finally:
-            relay.stop()
-    assert_clean(check(workload, stream), [relay])
+
+    async with engine(database_url) as eng:
+        workload = Workload(eng, producers=3, rollback_share=0.0)
+        verdict = await under_load(workload, nats_url, [relay], faults)
+    assert_clean(verdict, [relay])
+    assert terminated == 8, "the relay did not reconnect its LISTEN connection every time"
 
 
 async def test_relay_down_past_the_duplicate_window_duplicates_reach_the_stream_not_effects(
