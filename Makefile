@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test demo bench soak lint fmt clean unit integration faults
+.PHONY: test demo bench soak failover lint fmt clean unit integration faults
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) bench/soak.py
+
+failover: $(STAMP)
+	$(PY) -m bench.failover
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -74,17 +74,19 @@ def pct(values: list[float], q: float) -> float:
     )
 
 
-async def reset_stream(js: Any) -> None:
+async def reset_stream(js: Any, replicas: int = 1) -> None:
     for name in [s.config.name for s in await js.streams_info()]:
         await js.delete_stream(name)
     # LIMITS retention so that the benchmark can read every message back afterwards.
     await js.add_stream(
         js_api.StreamConfig(
             name="ACADEMIC_EVENTS", subjects=["academic.>"], duplicate_window=600,
-            storage=js_api.StorageType.FILE,
+            storage=js_api.StorageType.FILE, num_replicas=replicas,
         )
     )  # fmt: skip
-    await js.add_stream(js_api.StreamConfig(name="NOTES_EVENTS", subjects=["notes.>"]))
+    await js.add_stream(
+        js_api.StreamConfig(name="NOTES_EVENTS", subjects=["notes.>"], num_replicas=replicas)
+    )
 
 
 async def ceiling(nats_url: str, n: int) -> float:

@@ -3,8 +3,9 @@
 Measured facts this encodes (see DESIGN.md): 'no responders' is what both a missing stream and
 a leader election look like, so it is retried before quarantine; a permission violation shows
 up as a timeout; a full stream with discard-new answers an API error that clears when space
-frees up. Size and subject problems are caught before sending (``relay.checks``) because the
-server answers them by closing the connection.
+frees up: REFUSED, since NATS answered, only that event's key waits (not the whole loop).
+Size and subject problems are caught before sending (``relay.checks``) because the server
+answers them by closing the connection.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def classify(exc: BaseException) -> Failure:
         code = exc.err_code or 0
         if code in _POISON_API_CODES:
             return Failure(Verdict.POISON, f"jetstream {code}: {_POISON_API_CODES[code]}")
-        return Failure(Verdict.TRANSIENT, f"jetstream {exc.code} {code}: {exc.description}")
+        return Failure(Verdict.REFUSED, f"jetstream {exc.code} {code}: {exc.description}")
     if isinstance(exc, nats.errors.BadSubjectError | nats.errors.BadHeaderError):
         return Failure(Verdict.POISON, f"invalid message: {type(exc).__name__}")
     if isinstance(exc, nats.errors.MaxPayloadError):

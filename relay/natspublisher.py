@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from outbox_client.headers import Header
@@ -20,17 +21,17 @@ from relay.classify import classify
 from relay.errors import PublishError
 from relay.faults import crash_point
 from relay.log import log_event
-from relay.ports import Ack, Failure, OutboxRow, PublishResult, Verdict
+from relay.ports import Failure, OutboxRow, PublishResult, Verdict
+from relay.pubacks import PubAcks, read_puback
 
 logger = logging.getLogger("relay.nats")
 _TRACEPARENT = Header.TRACEPARENT.value
 
 
 class NatsPublisher:
-    """Pipelines publishes with ``publish_async``; every message gets ``publish_timeout``.
-
-    nats-py's futures have no timeout of their own, so the whole group is awaited with one
-    deadline and what is still pending is cancelled (which also frees its in-flight slot).
+    """Pipelines publishes (``reply`` set, PubAcks read by :mod:`relay.pubacks`); every
+    message gets ``publish_timeout``: the group is awaited with one deadline and what is still
+    pending then is a timeout.
     """
 
     def __init__(self, config: NATSConfig, *, max_in_flight: int, publish_timeout: float) -> None:
@@ -39,6 +40,7 @@ class NatsPublisher:
         self.publish_timeout = publish_timeout
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._acks = PubAcks()
         self.connected = asyncio.Event()
 
     # --- connection ----------------------------------------------------------------------
@@ -57,8 +59,14 @@ class NatsPublisher:
             raise PublishError(
                 f"cannot connect to NATS at {self.config.describe()}: {exc}"
             ) from exc
-        self._nc = nc
-        self._js = nc.jetstream(publish_async_max_pending=self.max_in_flight)
+        acks = PubAcks()
+        try:
+            await acks.start(nc)
+        except (TimeoutError, nats.errors.Error) as exc:
+            await nc.close()
+            raise PublishError(f"cannot subscribe for PubAcks: {exc}") from exc
+        self._nc, self._acks = nc, acks
+        self._js = nc.jetstream()
         self.connected.set()
         log_event(
             logger,
@@ -122,11 +130,20 @@ class NatsPublisher:
             results += await self._publish_chunk(rows[start : start + self.max_in_flight])
         return results
 
+    async def stream_of(self, subject: str) -> str | None:
+        try:
+            await self._ensure_open()
+            return str(await self.jetstream.find_stream_name_by_subject(subject))
+        except nats.js.errors.NotFoundError:
+            return None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise PublishError(f"JetStream API did not answer: {type(exc).__name__}") from exc
+
     async def _publish_chunk(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
-        js = self.jetstream
-        max_payload = self.client.max_payload
+        nc = self.client
+        max_payload = nc.max_payload
         results: list[PublishResult | None] = [None] * len(rows)
-        futures: dict[asyncio.Future[Any], int] = {}
+        futures: dict[asyncio.Future[Msg], int] = {}
         tracing = self.config.enable_tracing
         for index, row in enumerate(rows):
             headers = outgoing_headers(row)
@@ -136,11 +153,11 @@ class NatsPublisher:
             if problem is not None:
                 results[index] = problem
                 continue
+            reply, future = self._acks.expect()
             try:
-                # No wait_stall: with one, nats-py wraps each call in wait_for, which yields to
-                # the loop and makes its flusher write one socket send per message (4x slower).
-                future = await js.publish_async(row.subject, row.payload, headers=headers)
+                await nc.publish(row.subject, row.payload, reply=reply, headers=headers)
             except Exception as exc:  # every failure becomes a verdict: see classify()
+                future.cancel()
                 results[index] = classify(exc)
                 continue
             futures[future] = index
@@ -150,7 +167,11 @@ class NatsPublisher:
             for future in pending:
                 future.cancel()
             for future, index in futures.items():
-                results[index] = _result(future)
+                results[index] = (
+                    Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
+                    if future.cancelled()
+                    else read_puback(future.result())
+                )
         return [r if r is not None else Failure(Verdict.TRANSIENT, "not sent") for r in results]
 
     async def close(self, drain_seconds: float = 10.0) -> None:
@@ -163,14 +184,3 @@ class NatsPublisher:
         except (TimeoutError, nats.errors.Error) as exc:
             log_event(logger, "relay.nats.drain_failed", level=logging.WARNING, error=str(exc))
             await nc.close()
-
-
-def _result(future: asyncio.Future[Any]) -> PublishResult:
-    if future.cancelled():
-        return Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
-    exc = future.exception()
-    if exc is not None:
-        return classify(exc)
-    ack = future.result()
-    # nats-py reports a first publish as duplicate=None, a dropped re-publish as True.
-    return Ack(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))

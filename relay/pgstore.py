@@ -37,6 +37,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+def _row(r: asyncpg.Record) -> OutboxRow:
+    return OutboxRow(
+        id=r["id"],
+        event_id=r["event_id"],
+        subject=r["subject"],
+        partition_key=r["partition_key"],
+        partition=r["partition"],
+        payload=r["payload"],
+        headers=r["headers"],
+        attempts=r["attempts"],
+        created_at=r["created_at"],
+    )
+
+
 class PgStore:
     """Claims, marks and purges outbox rows through a small asyncpg pool."""
 
@@ -98,24 +112,24 @@ class PgStore:
             raise StoreError(f"{sql_name} failed: {type(exc).__name__}: {exc}") from exc
 
     async def claim(
-        self, partitions: Sequence[int], exclude: Sequence[int], limit: int
+        self,
+        partitions: Sequence[int],
+        exclude: Sequence[int],
+        held_keys: Sequence[str],
+        limit: int,
     ) -> list[OutboxRow]:
         if not partitions:
             return []
-        records = await self._call("fetch", "claim", list(partitions), list(exclude), limit)
+        records = await self._call(
+            "fetch", "claim", list(partitions), list(exclude), limit, list(held_keys)
+        )
+        return [_row(r) for r in records]
+
+    async def claim_ids(self, ids: Sequence[int], partitions: Sequence[int]) -> list[OutboxRow]:
+        if not ids or not partitions:
+            return []
         return [
-            OutboxRow(
-                id=r["id"],
-                event_id=r["event_id"],
-                subject=r["subject"],
-                partition_key=r["partition_key"],
-                partition=r["partition"],
-                payload=r["payload"],
-                headers=r["headers"],
-                attempts=r["attempts"],
-                created_at=r["created_at"],
-            )
-            for r in records
+            _row(r) for r in await self._call("fetch", "claim_ids", list(ids), list(partitions))
         ]
 
     async def mark_sent(self, sent: Sequence[Sent]) -> int:

@@ -41,7 +41,8 @@ class Ack:
 class Verdict(Enum):
     """What a failed publish means for its event."""
 
-    TRANSIENT = "transient"  # retry with the same Nats-Msg-Id, forever
+    TRANSIENT = "transient"  # no answer (NATS down, slow, cut off): retry forever, same id
+    REFUSED = "refused"  # JetStream answered "not now" (stream full, no leader): retry the key
     NO_STREAM = "no_stream"  # retry, quarantine after N attempts (elections look the same)
     POISON = "poison"  # can never succeed: quarantine now
 
@@ -70,8 +71,20 @@ class Backlog:
 
 class Store(Protocol):
     async def claim(
-        self, partitions: Sequence[int], exclude: Sequence[int], limit: int
-    ) -> list[OutboxRow]: ...
+        self,
+        partitions: Sequence[int],
+        exclude: Sequence[int],
+        held_keys: Sequence[str],
+        limit: int,
+    ) -> list[OutboxRow]:
+        """Oldest unsent rows of ``partitions``, without the rows ``exclude`` (in flight) and
+        without any row of ``held_keys`` (backing off: their later events must wait)."""
+        ...
+
+    async def claim_ids(self, ids: Sequence[int], partitions: Sequence[int]) -> list[OutboxRow]:
+        """The rows ``ids`` that are still unsent and in ``partitions`` (retry heads)."""
+        ...
+
     async def mark_sent(self, sent: Sequence[Sent]) -> int: ...
     async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None: ...
     async def quarantine(self, rows: Sequence[tuple[int, str]]) -> None: ...
@@ -85,4 +98,10 @@ class Publisher(Protocol):
     async def publish(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
         """Publish ``rows`` pipelined; one result per row, in order. Never raises for one
         message's failure: it becomes a :class:`Failure` with a verdict."""
+        ...
+
+    async def stream_of(self, subject: str) -> str | None:
+        """The stream that captures ``subject`` as JetStream's API answers it; None when the API
+        answers that no stream does. Raises :class:`relay.errors.PublishError` when the API
+        does not answer (NATS down, meta-leader election)."""
         ...

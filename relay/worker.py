@@ -7,6 +7,11 @@ Order: a batch is published in *waves*. Wave ``k`` holds the ``k``-th event of e
 key in the batch, so no two in-flight messages share a key; the next wave starts when the
 previous one's acks are in. When an event fails, the later events of its key wait for the next
 batch. Pipelining therefore never reorders a key, even when a connection drops mid-wave.
+
+Retries: a key whose event failed is *retrying*. Claims skip its rows altogether, and when its
+backoff is due only its head (the failed row) is claimed again, by id; once that goes, the key
+rejoins the ordinary claims. So a key stuck behind a full stream, however long its backlog,
+never fills a batch and never starves the keys behind it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from relay.errors import StoreError
+from relay.errors import PublishError, StoreError
 from relay.faults import crash_point
 from relay.log import log_event
 from relay.ports import Ack, Failure, OutboxRow, Publisher, Sent, Store, Verdict
@@ -56,6 +61,8 @@ class Outcome:
     #: Keys with rows of the batch left unpublished (failed, blocked, or not owned): rows
     #: of these keys in a batch claimed meanwhile must wait.
     unpublished_keys: set[str] = field(default_factory=set)
+    #: Failures for want of an answer from NATS (not a JetStream refusal of one event).
+    unanswered: int = 0
 
     def empty(self) -> bool:
         return not (self.sent or self.failures or self.quarantined)
@@ -96,10 +103,10 @@ class Relay:
         self.wakeup = wakeup or asyncio.Event()
         self.stats = stats or RelayStats()
         self.clock = clock
-        self._backoff: dict[int, tuple[float, str]] = {}  # row id -> (retry at, key)
+        self._retrying: dict[str, tuple[float, int]] = {}  # key -> (retry at, head row id)
         self._unwritten = Outcome()  # outcomes whose write failed: retried before claiming
         self._writing: tuple[set[int], asyncio.Task[Outcome]] | None = None
-        self._prefetch: asyncio.Task[list[OutboxRow]] | None = None
+        self._prefetch: asyncio.Task[tuple[list[OutboxRow], bool]] | None = None
         self._store_failures = 0
         self._outage_batches = 0
         self.steps = 0  # completed rounds; the lease manager releases partitions between them
@@ -144,9 +151,8 @@ class Relay:
                 self._store_failures += 1
                 return self.policies.postgres_unavailable.delay(self._store_failures)
         now = self.clock()
-        self._backoff = {rid: v for rid, v in self._backoff.items() if v[0] > now}
         try:
-            rows = await self._next_rows()
+            rows, full = await self._next_rows()
         except StoreError as exc:
             self._store_failures += 1
             log_event(logger, "relay.store.unavailable", level=logging.WARNING, error=str(exc))
@@ -156,17 +162,18 @@ class Relay:
             await self._settle_write()
             return self._idle_delay(now)
         crash_point("after_claim")
-        full = len(rows) >= self.config.batch_size
         # Prefetch only when nothing is held back: a batch claimed while some rows are excluded
         # (backing off, or left unpublished by the batch in hand) could hold later events of
         # their keys, which would overtake them once the backoff expires.
-        prefetch = full and not self._backoff
+        prefetch = full and not self._retrying
         if prefetch:
             self._prefetch = asyncio.create_task(self._claim({row.id for row in rows}))
         outcome = await self._publish(rows)
         if outcome.unpublished_keys:
             await self._drop_prefetch()
-        outage = bool(outcome.failures) and not outcome.sent and not outcome.quarantined
+        # An outage is NATS not answering at all; a refusal of some events (a full stream, an
+        # election) only holds their keys back, so other keys keep flowing.
+        outage = bool(outcome.unanswered) and not outcome.sent and not outcome.quarantined
         if outcome.sent:
             crash_point("after_ack_before_mark")
         await self._settle_write()
@@ -174,26 +181,45 @@ class Relay:
         if outage:
             # Nothing got through: NATS is down or overloaded. Back off the whole loop and
             # retry these same rows first, rather than walking the backlog failing each one.
-            for row_id, _ in outcome.failures:
-                self._backoff.pop(row_id, None)
+            failed = {row_id for row_id, _ in outcome.failures}
+            self._retrying = {k: v for k, v in self._retrying.items() if v[1] not in failed}
             await self._drop_prefetch()
             self._outage_batches += 1
             return self.policies.nats_unavailable.delay(self._outage_batches)
         self._outage_batches = 0
         return None if full else self._idle_delay(now)
 
-    async def _next_rows(self) -> list[OutboxRow]:
+    async def _next_rows(self) -> tuple[list[OutboxRow], bool]:
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is not None:
             return await prefetch
         self.wakeup.clear()  # before the claim: a notification during it is not lost
         return await self._claim(set())
 
-    async def _claim(self, also_exclude: set[int]) -> list[OutboxRow]:
-        exclude = set(self._backoff) | also_exclude
+    async def _claim(self, also_exclude: set[int]) -> tuple[list[OutboxRow], bool]:
+        """The oldest rows of keys not retrying, plus the heads of retrying keys now due; and
+        whether the first part was a full batch (more is waiting)."""
+        exclude = set(also_exclude)
         if self._writing is not None:
             exclude |= self._writing[0]
-        return await self.store.claim(self.partitions(), sorted(exclude), self.config.batch_size)
+        partitions = self.partitions()
+        rows = await self.store.claim(
+            partitions, sorted(exclude), sorted(self._retrying), self.config.batch_size
+        )
+        full = len(rows) >= self.config.batch_size
+        now = self.clock()
+        due = sorted((at, rid) for at, rid in self._retrying.values() if at <= now)
+        if due:
+            heads = await self.store.claim_ids(
+                [rid for _, rid in due[: self.config.batch_size]], partitions
+            )
+            found = {row.id for row in heads}
+            # A head not found was sent by another relay or its partition moved: forget it.
+            self._retrying = {
+                k: v for k, v in self._retrying.items() if v[0] > now or v[1] in found
+            }
+            rows = sorted([*rows, *heads], key=lambda row: row.id)
+        return rows, full
 
     async def _drop_prefetch(self) -> None:
         if self._prefetch is not None:
@@ -202,7 +228,7 @@ class Relay:
             self._prefetch = None
 
     def _idle_delay(self, now: float) -> float:
-        soonest = min((due for due, _ in self._backoff.values()), default=None)
+        soonest = min((due for due, _ in self._retrying.values()), default=None)
         if soonest is None:
             return self.config.poll_interval
         return max(0.0, min(self.config.poll_interval, soonest - now))
@@ -211,8 +237,10 @@ class Relay:
 
     async def _publish(self, rows: list[OutboxRow]) -> Outcome:
         outcome = Outcome()
-        blocked = {key for _, key in self._backoff.values()}
+        in_batch = {row.id for row in rows}
+        blocked = {key for key, (_, head) in self._retrying.items() if head not in in_batch}
         failed_keys: set[str] = set()
+        streams: dict[str, Failure | None] = {}  # subject -> what JetStream's API said, once
         started = time.perf_counter()
         for wave in plan_waves(rows, blocked):
             # Leases are checked before every wave: a relay that was paused past its lease,
@@ -227,11 +255,12 @@ class Relay:
             results = await self.publisher.publish(todo)
             for row, result in zip(todo, results, strict=True):
                 if isinstance(result, Ack):
+                    self._retrying.pop(row.partition_key, None)
                     outcome.sent.append(Sent(row.id, result))
                     self.stats.record_ack(row, result)
                 else:
                     failed_keys.add(row.partition_key)
-                    self._fail(row, result, outcome)
+                    await self._fail(row, result, outcome, streams)
         outcome.unpublished_keys = failed_keys | (blocked & {r.partition_key for r in rows})
         self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
         log_event(
@@ -241,13 +270,23 @@ class Relay:
         )  # fmt: skip
         return outcome
 
-    def _fail(self, row: OutboxRow, failure: Failure, outcome: Outcome) -> None:
+    async def _fail(
+        self,
+        row: OutboxRow,
+        failure: Failure,
+        outcome: Outcome,
+        streams: dict[str, Failure | None],
+    ) -> None:
         attempts = row.attempts + 1
+        if failure.verdict is Verdict.NO_STREAM and attempts >= self.config.no_stream_max_attempts:
+            if row.subject not in streams:
+                streams[row.subject] = await self._why_no_responders(row.subject)
+            failure = streams[row.subject] or Failure(
+                Verdict.POISON, f"{failure.reason}; gave up after {attempts} attempts"
+            )
         verdict = failure.verdict
-        if verdict is Verdict.NO_STREAM and attempts >= self.config.no_stream_max_attempts:
-            verdict = Verdict.POISON
-            failure = Failure(verdict, f"{failure.reason}; gave up after {attempts} attempts")
         if verdict is Verdict.POISON:
+            self._retrying.pop(row.partition_key, None)
             outcome.quarantined.append((row.id, failure.reason))
             self.stats.record_quarantine(failure.reason)
             log_event(
@@ -256,9 +295,22 @@ class Relay:
             )  # fmt: skip
             return
         outcome.failures.append((row.id, failure.reason))
+        outcome.unanswered += verdict is Verdict.TRANSIENT
         self.stats.record_retry(failure.reason)
         retry_at = self.clock() + self.policies.event_publish.delay(attempts)
-        self._backoff[row.id] = (retry_at, row.partition_key)
+        self._retrying[row.partition_key] = (retry_at, row.id)
+
+    async def _why_no_responders(self, subject: str) -> Failure | None:
+        """'No responders' is both a missing stream and a stream without a leader (election,
+        lost quorum): ask JetStream's API which. None: it confirms no stream captures the
+        subject; otherwise the transient failure to retry (forever, like any outage)."""
+        try:
+            stream = await self.publisher.stream_of(subject)
+        except PublishError as exc:
+            return Failure(Verdict.TRANSIENT, f"no responders; {exc}")
+        if stream is None:
+            return None
+        return Failure(Verdict.REFUSED, f"stream {stream} has no leader: election or lost quorum")
 
     # --- recording -------------------------------------------------------------------------------
 

@@ -48,20 +48,33 @@ class MemoryStore:
         return row
 
     async def claim(
-        self, partitions: Sequence[int], exclude: Sequence[int], limit: int
+        self,
+        partitions: Sequence[int],
+        exclude: Sequence[int],
+        held_keys: Sequence[str],
+        limit: int,
     ) -> list[OutboxRow]:
         await asyncio.sleep(0)
         if self.fail_claims:
             self.fail_claims -= 1
             raise StoreError("claim failed: injected")
-        skip = set(exclude)
+        skip, held = set(exclude), set(held_keys)
         pending = sorted(
             (r for r in self.rows.values()
-             if r.visible and not r.sent and not r.quarantined and r.id not in skip),
+             if r.visible and not r.sent and not r.quarantined and r.id not in skip
+             and r.key not in held),
             key=lambda r: r.id,
         )[:limit]  # fmt: skip
         self.claims.append([r.id for r in pending])
         return [r.as_row() for r in pending]
+
+    async def claim_ids(self, ids: Sequence[int], partitions: Sequence[int]) -> list[OutboxRow]:
+        await asyncio.sleep(0)
+        wanted = set(ids)
+        rows = [
+            r for r in self.rows.values() if r.id in wanted and not r.sent and not r.quarantined
+        ]
+        return [r.as_row() for r in sorted(rows, key=lambda r: r.id)]
 
     def _maybe_fail(self) -> None:
         if self.fail_writes:
@@ -115,6 +128,7 @@ class FakePublisher:
         self.sent: list[int] = []  # every publish attempt, by row id
         self._seen: set[uuid.UUID] = set()
         self.calls: list[list[int]] = []
+        self.streams: dict[str, str | Exception] = {"academic.": "ACADEMIC_EVENTS"}
 
     async def publish(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
         await asyncio.sleep(0)
@@ -132,6 +146,15 @@ class FakePublisher:
                 self.stream.append(row)
             results.append(Ack("ACADEMIC_EVENTS", len(self.stream), duplicate))
         return results
+
+    async def stream_of(self, subject: str) -> str | None:
+        """Scripted by ``streams``: subject prefix -> stream name, or an exception to raise."""
+        for prefix, answer in self.streams.items():
+            if subject.startswith(prefix):
+                if isinstance(answer, Exception):
+                    raise answer
+                return answer
+        return None
 
     def keys_in_order(self) -> dict[str, list[int]]:
         order: dict[str, list[int]] = {}

@@ -12,8 +12,22 @@ WHERE sent_at IS NULL
   AND quarantined_at IS NULL
   AND partition = ANY($1::smallint[])
   AND id NOT IN (SELECT unnest($2::bigint[]))  -- rows in flight: a hashed lookup
+  -- Keys backing off are skipped whole: their later rows must wait anyway, and claiming them
+  -- would fill the batch with rows that cannot go and starve every other key behind them.
+  AND partition_key NOT IN (SELECT unnest($4::text[]))
 ORDER BY id
 LIMIT $3
+
+-- claim_ids --
+-- The heads of retrying keys, by primary key; a row sent meanwhile (by another relay) or of a
+-- partition no longer owned is not returned, and the relay forgets its key.
+SELECT id, event_id, subject, partition_key, partition, payload, headers, attempts, created_at
+FROM outbox_events
+WHERE id = ANY($1::bigint[])
+  AND sent_at IS NULL
+  AND quarantined_at IS NULL
+  AND partition = ANY($2::smallint[])
+ORDER BY id
 
 -- mark_sent --
 -- Fenced: only the partition's current, unexpired owner ($4) records a PubAck. A relay that

@@ -218,9 +218,37 @@ def assert_clean(verdict: Verdict, relays: list[RelayProcess]) -> None:
     )
 
 
-async def create_test_stream(nats_url: str, duplicate_window: float = 120) -> None:
+async def connect(nats_url: str) -> nats.NATS:
+    """A client of ``nats_url``: one server or a comma-separated cluster's."""
+    return await nats.connect(servers=nats_url.split(","), connect_timeout=2)
+
+
+async def stream_leader(nats_url: str, stream: str = "ACADEMIC_EVENTS") -> str:
+    """The server name of the stream's current leader, waiting out an election."""
+    for _ in range(100):
+        try:
+            nc = await connect(nats_url)
+        except (TimeoutError, OSError, nats.errors.Error):
+            continue  # a paused node: try again (servers are picked at random)
+        try:
+            info = await nc.jetstream().stream_info(
+                stream,
+            )
+            if info.cluster is not None and info.cluster.leader:
+                return info.cluster.leader
+        except (TimeoutError, nats.errors.Error):
+            pass  # no leader yet: the election is running
+        finally:
+            await nc.close()
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"stream {stream} has had no leader for 20 s")
+
+
+async def create_test_stream(
+    nats_url: str, duplicate_window: float = 120, replicas: int = 1
+) -> None:
     """A LIMITS stream (so that it can be read back whole) over every academic subject."""
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         for info in await js.streams_info():
@@ -228,8 +256,11 @@ async def create_test_stream(nats_url: str, duplicate_window: float = 120) -> No
                 await js.delete_stream(info.config.name)
         await js.add_stream(js_api.StreamConfig(
             name="ACADEMIC_EVENTS", subjects=["academic.>"], duplicate_window=duplicate_window,
+            num_replicas=replicas,
         ))  # fmt: skip
-        await js.add_stream(js_api.StreamConfig(name="NOTES_EVENTS", subjects=["notes.>"]))
+        await js.add_stream(
+            js_api.StreamConfig(name="NOTES_EVENTS", subjects=["notes.>"], num_replicas=replicas)
+        )
     finally:
         await nc.close()
 
@@ -237,7 +268,7 @@ async def create_test_stream(nats_url: str, duplicate_window: float = 120) -> No
 async def read_stream(nats_url: str) -> list[tuple[uuid.UUID, str, int]]:
     import json
 
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         total = (await js.stream_info("ACADEMIC_EVENTS")).state.messages
@@ -263,7 +294,7 @@ async def wait_drained(nats_url: str, workload: Workload, timeout: float = 90) -
     (re-publishes of unmarked rows are done), or time runs out; return the stream."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         while loop.time() < deadline:

@@ -274,6 +274,10 @@ async def test_full_stream_is_retried_not_quarantined(database_url: str, nats_ur
             await asyncio.sleep(0.05)
         assert sum(app.stats.retries.values()) >= 10
         assert not app.stats.quarantined, "a full stream is transient, not poison"
+        # The server's refusal itself, read at once (nats-py's publish_async loses it and
+        # leaves the PubAck to time out: nats-io/nats.py#985).
+        assert app.stats.retries["jetstream 503 10077"] >= 10, app.stats.retries
+        assert not app.stats.retries["timeout waiting for PubAck"], app.stats.retries
         await apply_default_streams(nats_url, [full.model_copy(update={"max_msgs": -1}), notes])
         assert await wait_for_messages(nats_url, 50) == 50
     assert sorted(event_ids(await stream_messages(nats_url))) == sorted(e.event_id for e in events)

@@ -85,7 +85,7 @@ def test_header_values_with_line_breaks_are_poison() -> None:
             nats.js.errors.APIError(
                 code=503, err_code=10077, description="maximum messages exceeded"
             ),
-            Verdict.TRANSIENT,
+            Verdict.REFUSED,
         ),
         (
             nats.js.errors.APIError(

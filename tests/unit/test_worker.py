@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from relay.errors import PublishError
 from relay.ports import Failure, OutboxRow, Verdict
 from relay.retry import Backoff, RetryPolicies
 from relay.worker import LoopConfig, Relay, plan_waves
@@ -100,6 +101,53 @@ async def test_no_stream_is_retried_then_quarantined_after_n_attempts() -> None:
     await drain(r, rounds=20)
     assert pub.sent.count(lost.id) == 4
     assert store.rows[lost.id].quarantined == "no stream; gave up after 4 attempts"
+
+
+async def test_a_held_back_key_with_a_long_backlog_does_not_starve_other_keys() -> None:
+    """The claim skips keys that are backing off whole: a batch filled with their later rows
+    (which cannot go) would hide every other key behind them."""
+    store, pub = MemoryStore(), FakePublisher()
+    stuck = [store.add("full") for _ in range(35)]  # more than three batches
+    other = store.add("free")
+    pub.verdict = lambda r: (
+        Failure(Verdict.REFUSED, "stream full") if r.partition_key == "full" else None
+    )
+    r = relay(store, pub, batch=10)
+    for _ in range(4):
+        await r.step()
+    assert [x.id for x in pub.stream] == [other.id]
+    assert set(pub.sent) == {stuck[0].id, other.id}, "a later row of the held key was sent"
+    pub.verdict = lambda r: None
+    await drain(r, rounds=40)
+    assert [x.id for x in pub.stream] == [other.id, *(x.id for x in stuck)]
+
+
+async def test_no_responders_during_an_election_is_never_quarantined() -> None:
+    """A stream without a leader answers 'no responders' like a missing stream; the API still
+    names the stream, so the event waits (in order) instead of being quarantined."""
+    store, pub = MemoryStore(), FakePublisher()
+    first, second = store.add("a"), store.add("a")
+    electing = True
+    pub.verdict = lambda r: Failure(Verdict.NO_STREAM, "no responders") if electing else None
+    r = relay(store, pub, no_stream_max_attempts=2)
+    await drain(r, rounds=12)
+    assert pub.sent.count(first.id) >= 4 and second.id not in pub.sent
+    assert not store.rows[first.id].quarantined
+    reason = "stream ACADEMIC_EVENTS has no leader"
+    assert r.stats.retries[reason] >= 2, r.stats.retries
+    electing = False
+    await drain(r, rounds=12)
+    assert [x.id for x in pub.stream] == [first.id, second.id]
+
+
+async def test_no_responders_while_the_jetstream_api_is_silent_is_retried() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    row = store.add("a", subject="nowhere.x")
+    pub.verdict = lambda r: Failure(Verdict.NO_STREAM, "no responders")
+    pub.streams["nowhere."] = PublishError("JetStream API did not answer: TimeoutError")
+    r = relay(store, pub, no_stream_max_attempts=2)
+    await drain(r, rounds=8)
+    assert pub.sent.count(row.id) >= 3 and not store.rows[row.id].quarantined
 
 
 async def test_an_outage_backs_off_the_loop_and_retries_the_same_rows() -> None:

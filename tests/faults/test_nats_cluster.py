@@ -1,0 +1,58 @@
+"""A 3-node JetStream cluster (relay.embedded.EmbeddedNatsCluster) with R3 streams: the relay,
+given every seed URL, rides through the stream leader being killed (node loss and election),
+its restart and catch-up, and the next leader being paused past every timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from relay.embedded import EmbeddedNatsCluster, server_dir
+from tests.faults.harness import (
+    RelayProcess,
+    Workload,
+    assert_clean,
+    create_test_stream,
+    stream_leader,
+    under_load,
+)
+from tests.relayrun import engine
+
+
+async def test_cluster_stream_leader_killed_then_paused_under_load(database_url: str) -> None:
+    base = server_dir("vertector-fault-cluster-")
+    cluster = EmbeddedNatsCluster(base / "cluster")
+    await asyncio.to_thread(cluster.start)
+    try:
+        await create_test_stream(cluster.url, replicas=3)
+        relay = RelayProcess(database_url, cluster.url, "cluster-rider")
+        leaders: list[str] = []
+
+        async def faults() -> None:
+            await asyncio.sleep(1.5)
+            first = await stream_leader(cluster.url)
+            leaders.append(first)
+            cluster.node(first).kill()  # node loss: the stream must elect a new leader
+            leaders.append(await stream_leader(cluster.url))
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(cluster.node(first).start)  # it rejoins and catches up
+            await asyncio.sleep(2.0)
+            second = await stream_leader(cluster.url)
+            cluster.node(second).pause()  # silent, past the publish timeout and pings
+            others = ",".join(n.url for n in cluster.nodes if n is not cluster.node(second))
+            leaders.append(await stream_leader(others))
+            await asyncio.sleep(3.0)
+            cluster.node(second).resume()
+            await asyncio.sleep(2.0)
+
+        async with engine(database_url) as eng:
+            workload = Workload(eng)
+            verdict = await under_load(workload, cluster.url, [relay], faults)
+        assert_clean(verdict, [relay])
+        assert relay.exits == [0], relay.tail()
+        assert leaders[0] != leaders[1], f"no election after the leader was killed: {leaders}"
+        assert leaders[2] != leaders[1] or leaders[1] == leaders[0], leaders
+        assert len(workload.committed) > 500
+    finally:
+        await asyncio.to_thread(cluster.stop)
+        shutil.rmtree(base, ignore_errors=True)
