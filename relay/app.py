@@ -20,7 +20,7 @@ from relay.listener import PgListener
 from relay.log import log_event
 from relay.metrics import RelayMetrics
 from relay.natspublisher import NatsPublisher
-from relay.pgstore import PgLeaseStore, PgStore
+from relay.pgstore import PgLeaseStore, PgStore, application_name
 from relay.ports import Backlog
 from relay.purger import run_purger, run_vacuum
 from relay.retry import Backoff, RetryPolicies
@@ -64,6 +64,7 @@ class RelayApp:
             self.wakeup,
             policy=self.policies.postgres_unavailable,
             timeout=settings.db_timeout_seconds,
+            application_name=application_name(settings.instance_name),
         )
         self.metrics = RelayMetrics(self.stats)
         self.http: HealthServer | None = None

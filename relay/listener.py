@@ -31,6 +31,7 @@ class PgListener:
         policy: Backoff,
         health_interval: float = 5.0,
         timeout: float = 10.0,
+        application_name: str = "vertector-relay",
     ) -> None:
         self.dsn = dsn
         self.channel = channel
@@ -38,6 +39,7 @@ class PgListener:
         self.policy = policy
         self.health_interval = health_interval
         self.timeout = timeout
+        self.application_name = application_name
         self.connected = False
         self.notifications = 0
         self.reconnects = 0
@@ -51,7 +53,11 @@ class PgListener:
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
+                conn = await asyncpg.connect(
+                    self.dsn,
+                    timeout=self.timeout,
+                    server_settings={"application_name": self.application_name},
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(functools.partial(_set, lost))
                 await conn.add_listener(self.channel, self._notified)

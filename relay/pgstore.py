@@ -33,6 +33,11 @@ DRIVER_ERRORS = (
 )
 
 
+def application_name(instance: str) -> str:
+    """How the relay's connections show in ``pg_stat_activity`` (63 bytes at most)."""
+    return f"vertector-relay/{instance}"[:63]
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -80,6 +85,7 @@ class PgStore:
                 init=_init_connection,
                 command_timeout=self.command_timeout,
                 timeout=min(self.command_timeout, 10),
+                server_settings={"application_name": application_name(self.owner)},
             )
         except DRIVER_ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc

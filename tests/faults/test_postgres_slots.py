@@ -1,0 +1,91 @@
+"""PostgreSQL out of connection slots ("sorry, too many clients already", SQLSTATE 53300):
+the relay starts while every slot is taken and later loses its connections while they are
+all taken again. It must keep retrying, never exit, and deliver everything once slots free."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from tests.faults.harness import (
+    RelayProcess,
+    Workload,
+    assert_clean,
+    create_test_stream,
+    under_load,
+)
+from tests.harness import PgTarget, asyncpg_url
+from tests.relayrun import engine
+
+
+class SlotHog:
+    """Holds every connection slot the server will give, superuser-reserved ones included."""
+
+    def __init__(self, url: str) -> None:
+        self.url = asyncpg_url(url)
+        self.held: list[asyncpg.Connection] = []
+        self.refusals = 0
+
+    async def fill(self, seconds: float = 0.0) -> None:
+        """Take slots until refused; go on grabbing freed ones for ``seconds`` more."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while True:
+            try:
+                self.held.append(await asyncpg.connect(self.url, timeout=5))
+                continue
+            except asyncpg.TooManyConnectionsError:
+                self.refusals += 1
+            if loop.time() >= until:
+                return
+            await asyncio.sleep(0.01)
+
+    async def run(self, sql: str) -> None:
+        await self.held[0].execute(sql)
+
+    async def release(self) -> None:
+        held, self.held = self.held, []
+        for conn in held:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await conn.close(timeout=5)
+
+
+async def test_connection_slots_exhausted_at_start_and_under_load(
+    pg: PgTarget, database_url: str, nats_url: str
+) -> None:
+    pg.require_control()  # never exhaust a server the suite does not own
+    await create_test_stream(nats_url)
+    hog = SlotHog(database_url)
+    relay = RelayProcess(database_url, nats_url, "starved")
+    try:
+        await hog.fill()
+        assert len(hog.held) > 10 and hog.refusals
+        relay.start()  # no slot for it: it must wait, not exit
+        await asyncio.sleep(3.0)
+        assert relay.alive, relay.tail()
+        await hog.release()
+
+        async def faults() -> None:
+            await asyncio.sleep(1.5)
+            await hog.fill()
+            await hog.run(  # its connections go, and every slot they free is taken at once
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name LIKE 'vertector-relay/starved%'"
+            )
+            await hog.fill(seconds=3.0)
+            await hog.release()
+            await asyncio.sleep(1.0)
+
+        async with engine(database_url) as eng:
+            workload = Workload(eng, producers=3)
+            verdict = await under_load(workload, nats_url, [relay], faults)
+    finally:
+        await hog.release()
+        await asyncio.to_thread(relay.stop)
+    assert_clean(verdict, [relay])
+    assert relay.exits == [0], relay.tail()
+    log = relay.log.read_text()
+    assert "too many clients" in log, "the relay never met the exhausted server"
+    assert "relay.postgres.unavailable" in log and "relay.store.unavailable" in log
