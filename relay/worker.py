@@ -51,6 +51,21 @@ def plan_waves(rows: Sequence[OutboxRow], blocked: set[str]) -> list[list[Outbox
     return waves
 
 
+@dataclass(slots=True)
+class Retry:
+    """A key backing off: its head row, when to try it again, and the stream it waits for
+    when that stream was unreachable (not when it refused): the key is retried at once when
+    the stream acknowledges something again, instead of sleeping out its backoff."""
+
+    at: float
+    head: int
+    stream: str | None
+
+
+#: How many subject -> stream answers the relay remembers (subjects are few in practice).
+_KNOWN_SUBJECTS = 10_000
+
+
 @dataclass
 class Outcome:
     """What a batch produced, written to the store in three statements."""
@@ -103,7 +118,8 @@ class Relay:
         self.wakeup = wakeup or asyncio.Event()
         self.stats = stats or RelayStats()
         self.clock = clock
-        self._retrying: dict[str, tuple[float, int]] = {}  # key -> (retry at, head row id)
+        self._retrying: dict[str, Retry] = {}  # partition key -> its retry
+        self._stream_of: dict[str, str] = {}  # subject -> stream, learned from PubAcks
         self._unwritten = Outcome()  # outcomes whose write failed: retried before claiming
         self._writing: tuple[set[int], asyncio.Task[Outcome]] | None = None
         self._prefetch: asyncio.Task[tuple[list[OutboxRow], bool]] | None = None
@@ -182,7 +198,7 @@ class Relay:
             # Nothing got through: NATS is down or overloaded. Back off the whole loop and
             # retry these same rows first, rather than walking the backlog failing each one.
             failed = {row_id for row_id, _ in outcome.failures}
-            self._retrying = {k: v for k, v in self._retrying.items() if v[1] not in failed}
+            self._retrying = {k: v for k, v in self._retrying.items() if v.head not in failed}
             await self._drop_prefetch()
             self._outage_batches += 1
             return self.policies.nats_unavailable.delay(self._outage_batches)
@@ -208,7 +224,7 @@ class Relay:
         )
         full = len(rows) >= self.config.batch_size
         now = self.clock()
-        due = sorted((at, rid) for at, rid in self._retrying.values() if at <= now)
+        due = sorted((r.at, r.head) for r in self._retrying.values() if r.at <= now)
         if due:
             heads = await self.store.claim_ids(
                 [rid for _, rid in due[: self.config.batch_size]], partitions
@@ -216,7 +232,7 @@ class Relay:
             found = {row.id for row in heads}
             # A head not found was sent by another relay or its partition moved: forget it.
             self._retrying = {
-                k: v for k, v in self._retrying.items() if v[0] > now or v[1] in found
+                k: v for k, v in self._retrying.items() if v.at > now or v.head in found
             }
             rows = sorted([*rows, *heads], key=lambda row: row.id)
         return rows, full
@@ -228,7 +244,7 @@ class Relay:
             self._prefetch = None
 
     def _idle_delay(self, now: float) -> float:
-        soonest = min((due for due, _ in self._retrying.values()), default=None)
+        soonest = min((r.at for r in self._retrying.values()), default=None)
         if soonest is None:
             return self.config.poll_interval
         return max(0.0, min(self.config.poll_interval, soonest - now))
@@ -238,7 +254,7 @@ class Relay:
     async def _publish(self, rows: list[OutboxRow]) -> Outcome:
         outcome = Outcome()
         in_batch = {row.id for row in rows}
-        blocked = {key for key, (_, head) in self._retrying.items() if head not in in_batch}
+        blocked = {key for key, r in self._retrying.items() if r.head not in in_batch}
         failed_keys: set[str] = set()
         streams: dict[str, Failure | None] = {}  # subject -> what JetStream's API said, once
         started = time.perf_counter()
@@ -258,10 +274,15 @@ class Relay:
                     self._retrying.pop(row.partition_key, None)
                     outcome.sent.append(Sent(row.id, result))
                     self.stats.record_ack(row, result)
+                    if row.subject not in self._stream_of:
+                        if len(self._stream_of) >= _KNOWN_SUBJECTS:
+                            self._stream_of.clear()
+                        self._stream_of[row.subject] = result.stream
                 else:
                     failed_keys.add(row.partition_key)
                     await self._fail(row, result, outcome, streams)
         outcome.unpublished_keys = failed_keys | (blocked & {r.partition_key for r in rows})
+        self._wake({s.ack.stream for s in outcome.sent})
         self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
         log_event(
             logger, "relay.batch.published", level=logging.DEBUG,
@@ -278,6 +299,7 @@ class Relay:
         streams: dict[str, Failure | None],
     ) -> None:
         attempts = row.attempts + 1
+        unreachable = failure.verdict in (Verdict.NO_STREAM, Verdict.TRANSIENT)
         if failure.verdict is Verdict.NO_STREAM and attempts >= self.config.no_stream_max_attempts:
             if row.subject not in streams:
                 streams[row.subject] = await self._why_no_responders(row.subject)
@@ -298,7 +320,17 @@ class Relay:
         outcome.unanswered += verdict is Verdict.TRANSIENT
         self.stats.record_retry(failure.reason)
         retry_at = self.clock() + self.policies.event_publish.delay(attempts)
-        self._retrying[row.partition_key] = (retry_at, row.id)
+        stream = self._stream_of.get(row.subject) if unreachable else None
+        self._retrying[row.partition_key] = Retry(retry_at, row.id, stream)
+
+    def _wake(self, acked: set[str]) -> None:
+        """Streams that acknowledged again are back: their waiting keys are due now."""
+        if not acked or not self._retrying:
+            return
+        now = self.clock()
+        for retry in self._retrying.values():
+            if retry.stream in acked and retry.at > now:
+                retry.at = now
 
     async def _why_no_responders(self, subject: str) -> Failure | None:
         """'No responders' is both a missing stream and a stream without a leader (election,

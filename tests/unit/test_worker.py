@@ -140,6 +140,44 @@ async def test_no_responders_during_an_election_is_never_quarantined() -> None:
     assert [x.id for x in pub.stream] == [first.id, second.id]
 
 
+SLOW_EVENT_RETRY = RetryPolicies(
+    event_publish=Backoff("event_publish", 60.0, 60.0, jitter=False),
+    nats_unavailable=FAST.nats_unavailable,
+    postgres_unavailable=FAST.postgres_unavailable,
+)
+
+
+async def _after_an_ack_on_the_same_stream(failure: Failure) -> tuple[FakePublisher, int]:
+    """Key "a" fails with ``failure`` (then backs off 60 s); key "b" is then acknowledged by
+    the same stream. Returns the publisher and a's row id, after two more rounds."""
+    store, pub = MemoryStore(), FakePublisher()
+    config = LoopConfig(batch_size=10, poll_interval=0.01)
+    r = Relay(store, pub, config=config, policies=SLOW_EVENT_RETRY, partitions=lambda: [0])
+    store.add("c")
+    await r.step()  # learns academic.course.updated -> ACADEMIC_EVENTS
+    failing = True
+    pub.verdict = lambda row: failure if failing and row.partition_key == "a" else None
+    a = store.add("a")
+    await r.step()
+    failing = False
+    store.add("b")
+    await r.step()  # ACADEMIC_EVENTS acknowledges b
+    await r.step()
+    await r.finish()
+    return pub, a.id
+
+
+async def test_a_key_waiting_for_an_unreachable_stream_is_retried_when_it_acks_again() -> None:
+    pub, a = await _after_an_ack_on_the_same_stream(Failure(Verdict.NO_STREAM, "no responders"))
+    assert a in [x.id for x in pub.stream], "it slept out its 60 s backoff"
+
+
+async def test_a_key_refused_by_a_full_stream_keeps_its_backoff() -> None:
+    pub, a = await _after_an_ack_on_the_same_stream(Failure(Verdict.REFUSED, "stream full"))
+    assert a not in [x.id for x in pub.stream]
+    assert pub.sent.count(a) == 1
+
+
 async def test_no_responders_while_the_jetstream_api_is_silent_is_retried() -> None:
     store, pub = MemoryStore(), FakePublisher()
     row = store.add("a", subject="nowhere.x")
