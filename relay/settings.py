@@ -57,7 +57,8 @@ class RelaySettings(BaseSettings):
         default=20,
         ge=1,
         le=10_000,
-        description="'no stream' answers before an event is quarantined",
+        description="'no responders' answers before the JetStream API is asked; quarantined"
+        " only if no stream captures the subject",
     )
     retention_seconds: float = Field(
         default=0.0,
