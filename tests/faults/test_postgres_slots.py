@@ -70,11 +70,14 @@ async def test_connection_slots_exhausted_at_start_and_under_load(
         async def faults() -> None:
             await asyncio.sleep(1.5)
             await hog.fill()
-            await hog.run(  # its connections go, and every slot they free is taken at once
+            relay.pause()  # so that the slots its connections free go to the hog, not to it
+            await hog.run(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE application_name LIKE 'vertector-relay/starved%'"
             )
-            await hog.fill(seconds=3.0)
+            await hog.fill(seconds=0.3)
+            relay.resume()  # every connection it had is gone and no slot is free
+            await asyncio.sleep(3.0)
             await hog.release()
             await asyncio.sleep(1.0)
 
