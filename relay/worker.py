@@ -64,6 +64,8 @@ class Retry:
 
 #: How many subject -> stream answers the relay remembers (subjects are few in practice).
 _KNOWN_SUBJECTS = 10_000
+#: How many keys may be backing off before the relay stops taking on new rows (see _claim).
+MAX_RETRYING = 10_000
 
 
 @dataclass
@@ -219,21 +221,23 @@ class Relay:
         if self._writing is not None:
             exclude |= self._writing[0]
         partitions = self.partitions()
-        rows = await self.store.claim(
-            partitions, sorted(exclude), sorted(self._retrying), self.config.batch_size
-        )
+        rows: list[OutboxRow] = []
+        # Past MAX_RETRYING failing keys something systemic is wrong (a stream full for hours
+        # with a key per event): retry those, but take on no new keys to fail, so memory and
+        # the held-keys list stay bounded.
+        if len(self._retrying) < MAX_RETRYING:
+            rows = await self.store.claim(
+                partitions, sorted(exclude), sorted(self._retrying), self.config.batch_size
+            )
         full = len(rows) >= self.config.batch_size
         now = self.clock()
         due = sorted((r.at, r.head) for r in self._retrying.values() if r.at <= now)
         if due:
-            heads = await self.store.claim_ids(
-                [rid for _, rid in due[: self.config.batch_size]], partitions
-            )
-            found = {row.id for row in heads}
+            asked = {head for _, head in due[: self.config.batch_size]}
+            heads = await self.store.claim_ids(sorted(asked), partitions)
             # A head not found was sent by another relay or its partition moved: forget it.
-            self._retrying = {
-                k: v for k, v in self._retrying.items() if v.at > now or v.head in found
-            }
+            gone = asked - {row.id for row in heads}
+            self._retrying = {k: v for k, v in self._retrying.items() if v.head not in gone}
             rows = sorted([*rows, *heads], key=lambda row: row.id)
         return rows, full
 

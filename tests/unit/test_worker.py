@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
+from relay import worker
 from relay.errors import PublishError
 from relay.ports import Failure, OutboxRow, Verdict
 from relay.retry import Backoff, RetryPolicies
@@ -138,6 +141,26 @@ async def test_no_responders_during_an_election_is_never_quarantined() -> None:
     electing = False
     await drain(r, rounds=12)
     assert [x.id for x in pub.stream] == [first.id, second.id]
+
+
+async def test_past_max_retrying_keys_no_new_rows_are_taken_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "MAX_RETRYING", 3)
+    store, pub = MemoryStore(), FakePublisher()
+    failing = [store.add(f"k{i}") for i in range(6)]
+    broken = True
+    pub.verdict = lambda r: Failure(Verdict.REFUSED, "stream full") if broken else None
+    r = relay(store, pub)
+    await r.step()
+    newcomer = store.add("new")
+    for _ in range(3):
+        await r.step()
+    assert newcomer.id not in pub.sent, "a new key was taken on past MAX_RETRYING"
+    assert {row.id for row in failing} <= set(pub.sent)
+    broken = False
+    await drain(r)
+    assert sorted(x.id for x in pub.stream) == [*(row.id for row in failing), newcomer.id]
 
 
 SLOW_EVENT_RETRY = RetryPolicies(
