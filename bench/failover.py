@@ -17,7 +17,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import nats
@@ -34,7 +34,7 @@ SECONDS = 20.0
 FAULT_AT = 4.0
 
 #: A fault gets the relay processes of the scenario.
-Fault = Callable[[list[subprocess.Popen[bytes]]], Awaitable[None]]
+Fault = Callable[[list[subprocess.Popen[bytes]]], Coroutine[Any, Any, None]]
 
 
 async def leader(nats_url: str) -> str:
@@ -93,7 +93,8 @@ async def scenario(
         "academic.>", stream="ACADEMIC_EVENTS", ordered_consumer=True,
         pending_msgs_limit=total + 10,
     )  # fmt: skip
-    before, after = [], []
+    before: list[float] = []
+    after: list[float] = []
     seen: set[str] = set()
     while len(seen) < total:
         msg = await sub.next_msg(timeout=30)

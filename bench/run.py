@@ -171,6 +171,7 @@ async def drain(
     last = await js.get_msg("ACADEMIC_EVENTS", state.last_seq)
     await nc.close()
     assert state.messages == n, f"stream holds {state.messages} of {n}"
+    assert first.time is not None and last.time is not None
     stream_seconds = (last.time - first.time).total_seconds()
     return {
         "events_per_s": n / stream_seconds,
@@ -217,6 +218,7 @@ async def steady(
     )
     for _ in range(total):
         msg = await sub.next_msg(timeout=10)
+        assert msg.headers is not None
         latencies.append(
             (msg.metadata.timestamp.timestamp() - committed[msg.headers["Nats-Msg-Id"]]) * 1000
         )

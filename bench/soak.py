@@ -5,6 +5,9 @@ two relays run and one of them is SIGKILLed and restarted every SOAK_KILL_EVERY 
 10 s it samples relay memory (RSS), the outbox table and index sizes and dead tuples. At the
 end the checker counts lost / duplicated / phantom / out-of-order events, and the report shows
 whether memory and table size stayed bounded. Writes bench/results/soak.json.
+
+SOAK_NATS=cluster runs it on a 3-node JetStream cluster with R3 streams and, every other kill
+round, also SIGKILLs the stream leader (restarted 5 s later); writes soak-cluster.json.
 """
 
 from __future__ import annotations
@@ -23,18 +26,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from relay import schema  # noqa: E402
-from relay.embedded import EmbeddedNats, EmbeddedPostgres, server_dir  # noqa: E402
+from relay.embedded import (  # noqa: E402
+    EmbeddedNats,
+    EmbeddedNatsCluster,
+    EmbeddedPostgres,
+    server_dir,
+)
 from tests.faults.harness import (  # noqa: E402
     RelayProcess,
     Workload,
     check,
     create_test_stream,
+    stream_leader,
     wait_drained,
 )
 from tests.relayrun import engine  # noqa: E402
 
 EVENTS = int(os.environ.get("SOAK_EVENTS", "1000000"))
 KILL_EVERY = float(os.environ.get("SOAK_KILL_EVERY", "20"))
+CLUSTER = os.environ.get("SOAK_NATS", "single") == "cluster"
 
 
 def rss_kib(pid: int) -> int:
@@ -72,14 +82,25 @@ async def sample(
 
 async def main() -> int:
     base = server_dir("vertector-soak-")
-    pg, ns = EmbeddedPostgres(base / "pg"), EmbeddedNats(base / "nats")
+    pg = EmbeddedPostgres(base / "pg")
+    ns = EmbeddedNatsCluster(base / "cluster") if CLUSTER else EmbeddedNats(base / "nats")
     pg.start()
     ns.start()
     samples: list[dict[str, float]] = []
+    leader_kills = 0
+
+    async def kill_stream_leader() -> None:
+        assert isinstance(ns, EmbeddedNatsCluster)
+        node = ns.node(await stream_leader(ns.url))
+        await asyncio.to_thread(node.kill)
+        await asyncio.sleep(5)
+        await asyncio.to_thread(node.start)
+
     try:
         url = pg.url()
         await asyncio.to_thread(schema.upgrade, url)
-        await create_test_stream(ns.url, duplicate_window=600)
+        await create_test_stream(ns.url, duplicate_window=600, replicas=3 if CLUSTER else 1)
+        background: set[asyncio.Task[None]] = set()
         async with engine(url) as eng:
             workload = Workload(eng, producers=8, keys_per_producer=50, jitter=0.005)
             relays = [RelayProcess(url, ns.url, f"soak-{i}").start() for i in range(2)]
@@ -95,8 +116,12 @@ async def main() -> int:
                 if time.monotonic() - last_kill > KILL_EVERY:
                     relays[victim].kill()
                     relays[victim].start()
+                    if CLUSTER and victim == 0:
+                        leader_kills += 1
+                        background.add(asyncio.create_task(kill_stream_leader()))
                     victim, last_kill = 1 - victim, time.monotonic()
             producing.result()
+            await asyncio.gather(*background)
             stream = await wait_drained(ns.url, workload, timeout=600)
             samples.append(await sample(url, relays, started, len(workload.committed)))
             for relay in relays:
@@ -109,6 +134,8 @@ async def main() -> int:
     half = samples[len(samples) // 2 :]
     report = {
         "events_committed": len(workload.committed),
+        "nats": "3-node cluster, R3 streams" if CLUSTER else "single server",
+        "stream_leader_kills": leader_kills,
         "verdict": {
             "lost": verdict.lost, "stream_duplicates": verdict.stream_duplicates,
             "phantoms": verdict.phantoms, "order_violations": verdict.order_violations,
@@ -119,12 +146,13 @@ async def main() -> int:
         "dead_tuples_max": max(s["dead_tuples"] for s in samples),
         "samples": samples,
     }  # fmt: skip
-    out = ROOT / "bench" / "results" / "soak.json"
+    out = ROOT / "bench" / "results" / ("soak-cluster.json" if CLUSTER else "soak.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
     print(f"wrote {out}")
-    clean = all(v == 0 for v in report["verdict"].values())
+    counts = (verdict.lost, verdict.stream_duplicates, verdict.phantoms, verdict.order_violations)
+    clean = not any(counts)
     return 0 if clean else 1
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from nats.aio.client import Client
 from nats.js import api as js_api
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -218,7 +219,7 @@ def assert_clean(verdict: Verdict, relays: list[RelayProcess]) -> None:
     )
 
 
-async def connect(nats_url: str) -> nats.NATS:
+async def connect(nats_url: str) -> Client:
     """A client of ``nats_url``: one server or a comma-separated cluster's."""
     return await nats.connect(servers=nats_url.split(","), connect_timeout=2)
 
@@ -235,7 +236,7 @@ async def stream_leader(nats_url: str, stream: str = "ACADEMIC_EVENTS") -> str:
                 stream,
             )
             if info.cluster is not None and info.cluster.leader:
-                return info.cluster.leader
+                return str(info.cluster.leader)
         except (TimeoutError, nats.errors.Error):
             pass  # no leader yet: the election is running
         finally:
