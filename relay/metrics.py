@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from relay.stats import RelayStats
@@ -51,6 +51,11 @@ class _StatsCollector(Collector):
         )
         yield CounterMetricFamily(
             "vertector_relay_rows_purged", "Sent rows deleted after the retention", value=s.purged
+        )
+        yield GaugeMetricFamily(
+            "vertector_relay_keys_backing_off",
+            "Partition keys whose next event waits for a retry (stream full or without a leader)",
+            value=s.keys_backing_off,
         )
 
 

@@ -23,6 +23,7 @@ class RelayStats:
     by_stream: Counter[str] = field(default_factory=Counter)
     by_type: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stream, event type)
     purged: int = 0
+    keys_backing_off: int = 0  # keys whose next event waits for a retry (set every round)
     lag: Callable[[float], None] | None = None  # observes commit -> PubAck seconds
     on_batch: Callable[[int, float], None] | None = None  # observes (rows, seconds)
     last_progress: float = field(default_factory=time.monotonic)

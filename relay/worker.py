@@ -160,6 +160,7 @@ class Relay:
             return await self._step()
         finally:
             self.steps += 1
+            self.stats.keys_backing_off = len(self._retrying)
 
     async def _step(self) -> float | None:
         if not self._unwritten.empty():

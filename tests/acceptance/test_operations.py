@@ -86,6 +86,7 @@ async def test_metrics_health_and_readiness_through_a_nats_outage(database_url: 
             assert metric(text, "vertector_relay_commit_to_publish_seconds_count") == 2000
             assert metric(text, "vertector_relay_nats_connected") == 1
             assert metric(text, "vertector_relay_ready") == 1
+            assert metric(text, "vertector_relay_keys_backing_off") == 0
             ok = subprocess.run([str(BIN), "check"], env=check_env, capture_output=True, text=True)
             assert ok.returncode == 0 and ok.stdout.strip() == "ready"
 

@@ -120,6 +120,7 @@ async def test_a_held_back_key_with_a_long_backlog_does_not_starve_other_keys() 
         await r.step()
     assert [x.id for x in pub.stream] == [other.id]
     assert set(pub.sent) == {stuck[0].id, other.id}, "a later row of the held key was sent"
+    assert r.stats.keys_backing_off == 1
     pub.verdict = lambda r: None
     await drain(r, rounds=40)
     assert [x.id for x in pub.stream] == [other.id, *(x.id for x in stuck)]
