@@ -112,8 +112,7 @@ async def status() -> dict[str, Any]:
     store, publisher = await _connected()
     try:
         backlog = await store.backlog()
-        leases = await store._call("fetch", "lease_status")
-        instances = await store._call("fetch", "instance_status")
+        leases, instances = await store.ownership()
         streams = {
             info.config.name: {"messages": info.state.messages, "last_seq": info.state.last_seq}
             for info in await publisher.jetstream.streams_info()

@@ -186,6 +186,12 @@ class PgStore:
     async def can_vacuum(self) -> bool:
         return bool(await self._call("fetchval", "can_vacuum"))
 
+    async def ownership(self) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """For ``status``: every partition's lease, and every registered instance."""
+        leases = await self._call("fetch", "lease_status")
+        instances = await self._call("fetch", "instance_status")
+        return leases, instances
+
     async def backlog(self) -> Backlog:
         r = await self._call("fetchrow", "backlog")
         return Backlog(

@@ -258,8 +258,10 @@ class Relay:
 
     async def _publish(self, rows: list[OutboxRow]) -> Outcome:
         outcome = Outcome()
-        in_batch = {row.id for row in rows}
-        blocked = {key for key, r in self._retrying.items() if r.head not in in_batch}
+        blocked: set[str] = set()
+        if self._retrying:
+            in_batch = {row.id for row in rows}
+            blocked = {key for key, r in self._retrying.items() if r.head not in in_batch}
         failed_keys: set[str] = set()
         streams: dict[str, Failure | None] = {}  # subject -> what JetStream's API said, once
         started = time.perf_counter()
@@ -287,7 +289,7 @@ class Relay:
                     failed_keys.add(row.partition_key)
                     await self._fail(row, result, outcome, streams)
         outcome.unpublished_keys = failed_keys | (blocked & {r.partition_key for r in rows})
-        self._wake({s.ack.stream for s in outcome.sent})
+        self._wake(outcome.sent)
         self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
         log_event(
             logger, "relay.batch.published", level=logging.DEBUG,
@@ -328,10 +330,11 @@ class Relay:
         stream = self._stream_of.get(row.subject) if unreachable else None
         self._retrying[row.partition_key] = Retry(retry_at, row.id, stream)
 
-    def _wake(self, acked: set[str]) -> None:
+    def _wake(self, sent: list[Sent]) -> None:
         """Streams that acknowledged again are back: their waiting keys are due now."""
-        if not acked or not self._retrying:
+        if not sent or not self._retrying:
             return
+        acked = {s.ack.stream for s in sent}
         now = self.clock()
         for retry in self._retrying.values():
             if retry.stream in acked and retry.at > now:
