@@ -9,7 +9,9 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from relay.checks import header_size, outgoing_headers, precheck, subject_problem
+from outbox_client.policy import header_block_size as header_size
+from outbox_client.policy import subject_problem
+from relay.checks import outgoing_headers, precheck
 from relay.classify import classify
 from relay.ports import OutboxRow, Verdict
 from relay.queries import all_queries, query

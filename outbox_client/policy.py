@@ -1,0 +1,105 @@
+"""What a message may look like: the one policy the producer, the relay and the consumer's
+dead-letter replay all apply, so that a row no check refused at one end is never sent at another.
+
+A producer may target any ordinary subject. It may not target the server's own namespaces:
+a first token that starts with ``$`` (``$JS.API.STREAM.PURGE...`` purges a stream, ``$SYS``,
+``$KV``, ``$O``) or with ``_`` (``_INBOX.`` and other reply subjects: a message there is read by
+whoever waits for a reply). Headers are an object of string to string; ``Nats-*`` headers steer
+the server (``Nats-Rollup`` deletes messages, ``Nats-Expected-*`` fail every retry,
+``Nats-TTL`` expires the event), so a producer may not set them: the relay sets ``Nats-Msg-Id``
+itself. Sizes are the server's: a subject past 1 KiB or a header block past 64 KiB is refused
+(the first by dropping the connection, the second with JetStream error 10097).
+
+>>> subject_problem("academic.course.created") is None
+True
+>>> subject_problem("$JS.API.STREAM.PURGE.ACADEMIC_EVENTS")
+'subject in a reserved namespace ($JS): producers may publish only to their own subjects'
+>>> headers_problem({"x": 1})
+"header 'x' has a value of type int: header values must be strings"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+
+#: Longest subject we send; the server's control line (subject + reply + sizes) is 4 KiB.
+MAX_SUBJECT_LENGTH = 1024
+#: Largest header block JetStream stores (a larger one is refused with error 10097).
+MAX_HEADER_BLOCK = 64 * 1024
+#: Header names that steer the server; only the relay sets one (``Nats-Msg-Id``).
+RESERVED_HEADER_PREFIX = "nats-"
+
+_FORBIDDEN_IN_SUBJECT = set(" \t\r\n\f\v*>")
+#: Header names are HTTP-style tokens: printable ASCII without ':' or whitespace.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_BAD_VALUE = re.compile(r"[\r\n\0]")
+
+
+@lru_cache(maxsize=4096)
+def subject_problem(subject: str) -> str | None:
+    """Why a producer may not publish to ``subject``, or ``None``."""
+    if not isinstance(subject, str):
+        return f"subject of type {type(subject).__name__}: a subject is a string"
+    if not subject:
+        return "empty subject"
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        return f"subject of {len(subject)} characters (limit {MAX_SUBJECT_LENGTH})"
+    if _FORBIDDEN_IN_SUBJECT & set(subject):
+        return "subject contains whitespace or a wildcard (* or >)"
+    if not subject.isprintable() or not subject.isascii():
+        return "subject contains a control or non-ASCII character"
+    tokens = subject.split(".")
+    if any(token == "" for token in tokens):
+        return "subject has an empty token (leading, trailing or double dot)"
+    if tokens[0][0] in "$_":
+        return (
+            f"subject in a reserved namespace ({tokens[0]}): producers may publish only to "
+            "their own subjects"
+        )
+    return None
+
+
+def header_block_size(headers: Mapping[str, str]) -> int:
+    """Bytes of the NATS/1.0 header block nats-py writes for ``headers`` (an upper bound:
+    nats-py strips surrounding whitespace from values)."""
+    text = "".join(headers) + "".join(headers.values())
+    # "NATS/1.0\r\n" + "\r\n" at the end, and ": " + "\r\n" per header.
+    return 12 + 4 * len(headers) + len(text.encode())
+
+
+def header_value_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be sent as a header value (nats-py turns CR/LF into spaces)."""
+    if _BAD_VALUE.search(value):
+        return f"header {name!r} contains CR, LF or NUL"
+    return None
+
+
+def headers_problem(headers: object, *, reserved_allowed: bool = False) -> str | None:
+    """Why ``headers`` (as stored by a producer) cannot be sent, or ``None``.
+
+    ``reserved_allowed`` is for the relay's own outgoing block, which carries ``Nats-Msg-Id``.
+    """
+    if not isinstance(headers, Mapping):
+        return (
+            f"headers of type {type(headers).__name__}: headers must be a JSON object "
+            "of string to string"
+        )
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            return f"header name {name!r} is not a token (printable ASCII, no ':' or spaces)"
+        if not isinstance(value, str):
+            return (
+                f"header {name!r} has a value of type {type(value).__name__}: "
+                "header values must be strings"
+            )
+        if not reserved_allowed and name.lower().startswith(RESERVED_HEADER_PREFIX):
+            return f"header {name!r} is reserved for the server and the relay (Nats-*)"
+        problem = header_value_problem(name, value)
+        if problem:
+            return problem
+    size = header_block_size(headers)
+    if size > MAX_HEADER_BLOCK:
+        return f"header block of {size} bytes (limit {MAX_HEADER_BLOCK})"
+    return None
