@@ -25,13 +25,13 @@ integration: $(STAMP)
 	$(PY) -m pytest -q -m "integration or acceptance"
 
 demo: $(STAMP)
-	$(VENV)/bin/vertector-relay demo
+	$(PY) -m devtools.demo $(if $(EVENTS),--events $(EVENTS))
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 soak: $(STAMP)
-	$(PY) bench/soak.py
+	$(PY) -m bench.soak
 
 failover: $(STAMP)
 	$(PY) -m bench.failover

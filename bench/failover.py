@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,18 +22,19 @@ from typing import Any
 import nats
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.run import RESULTS, event, pct, reset_stream, start_relay, stop_relay, unsent
+from bench.run import RESULTS, event, pct, reset_stream, unsent
+from devtools.processes import RelayProcess
+from devtools.servers import EmbeddedNatsCluster, EmbeddedPostgres, server_dir
 from outbox_client import enqueue_many
 from outbox_client.dburl import asyncpg_sqlalchemy_url
 from relay import schema
-from relay.embedded import EmbeddedNatsCluster, EmbeddedPostgres, server_dir
 
 RATE = 500
 SECONDS = 20.0
 FAULT_AT = 4.0
 
 #: A fault gets the relay processes of the scenario.
-Fault = Callable[[list[subprocess.Popen[bytes]]], Coroutine[Any, Any, None]]
+Fault = Callable[[list[RelayProcess]], Coroutine[Any, Any, None]]
 
 
 async def leader(nats_url: str) -> str:
@@ -59,7 +59,10 @@ async def scenario(
     nc = await nats.connect(servers=cluster.url.split(","))
     js = nc.jetstream()
     await reset_stream(js, replicas=3)
-    procs = [start_relay(database_url, cluster.url, **env) for env in relays]
+    procs = [
+        RelayProcess(database_url, cluster.url, env.get("RELAY_INSTANCE_NAME", "fo"), **env).start()
+        for env in relays
+    ]
     await asyncio.sleep(2.0)  # connected, partitions shared
     committed: dict[str, float] = {}
     total, i = int(RATE * SECONDS), 0
@@ -86,8 +89,7 @@ async def scenario(
             await asyncio.sleep(0.2)
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                stop_relay(proc)
+            proc.stop()
     assert fault_at is not None
     sub = await js.subscribe(
         "academic.>", stream="ACADEMIC_EVENTS", ordered_consumer=True,
@@ -125,7 +127,7 @@ async def main() -> int:
         await asyncio.to_thread(schema.upgrade, url)
         engine = create_async_engine(asyncpg_sqlalchemy_url(url), pool_size=4)
 
-        async def kill_one(procs: list[subprocess.Popen[bytes]]) -> None:
+        async def kill_one(procs: list[RelayProcess]) -> None:
             procs[0].kill()
 
         for lease in ("10", "3"):
@@ -136,7 +138,7 @@ async def main() -> int:
             results[f"relay_killed_lease_{lease}s"] = r
             print(f"  relay SIGKILLed, lease {lease} s: {r}", flush=True)
 
-        async def kill_leader(_: list[subprocess.Popen[bytes]]) -> None:
+        async def kill_leader(_: list[RelayProcess]) -> None:
             name = await leader(cluster.url)
             await asyncio.to_thread(cluster.node(name).kill)
             await asyncio.sleep(6)
@@ -146,7 +148,7 @@ async def main() -> int:
         results["stream_leader_killed"] = r
         print(f"  stream leader SIGKILLed: {r}", flush=True)
 
-        async def pause_leader(_: list[subprocess.Popen[bytes]]) -> None:
+        async def pause_leader(_: list[RelayProcess]) -> None:
             node = cluster.node(await leader(cluster.url))
             node.pause()
             await asyncio.sleep(10)

@@ -16,8 +16,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,19 +27,19 @@ from nats.js import api as js_api
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from outbox_client import (  # noqa: E402
+from devtools.processes import RelayProcess
+from devtools.servers import EmbeddedNats, EmbeddedPostgres, server_dir
+from outbox_client import (
     CourseUpdatedEvent,
     EventMetadata,
     enqueue,
     enqueue_many,
     with_events,
 )
-from outbox_client.dburl import asyncpg_sqlalchemy_url  # noqa: E402
-from relay import schema  # noqa: E402
-from relay.embedded import EmbeddedNats, EmbeddedPostgres, server_dir  # noqa: E402
+from outbox_client.dburl import asyncpg_sqlalchemy_url
+from relay import schema
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "200000"))
 STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "10"))
@@ -123,22 +121,6 @@ async def fill_backlog(engine: AsyncEngine, n: int) -> None:
             await enqueue_many(conn, [event(i) for i in range(start, min(n, start + 5000))])
 
 
-def start_relay(database_url: str, nats_url: str, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "vertector-relay"), "run"],
-        env=os.environ | {
-            "OUTBOX_DATABASE_URL": database_url, "NATS_SERVERS": nats_url,
-            "RELAY_LOG_FORMAT": "json", "RELAY_METRICS_PORT": "0", **env,
-        },
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def stop_relay(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
-
-
 async def unsent(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
@@ -157,7 +139,8 @@ async def drain(
     await fill_backlog(engine, n)
     started = time.perf_counter()
     procs = [
-        start_relay(database_url, nats_url, RELAY_INSTANCE_NAME=f"bench-{i}") for i in range(relays)
+        RelayProcess(database_url, nats_url, f"bench-{i}", RELAY_METRICS_PORT="0").start()
+        for i in range(relays)
     ]
     try:
         while await unsent(database_url) > 0:
@@ -165,7 +148,7 @@ async def drain(
         wall = time.perf_counter() - started
     finally:
         for proc in procs:
-            stop_relay(proc)
+            proc.stop()
     state = (await js.stream_info("ACADEMIC_EVENTS")).state
     first = await js.get_msg("ACADEMIC_EVENTS", state.first_seq)
     last = await js.get_msg("ACADEMIC_EVENTS", state.last_seq)
@@ -187,7 +170,7 @@ async def steady(
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await reset_stream(js)
-    proc = start_relay(database_url, nats_url)
+    proc = RelayProcess(database_url, nats_url, "bench", RELAY_METRICS_PORT="0").start()
     await asyncio.sleep(1.5)  # let it connect and settle
     committed: dict[str, float] = {}
     tick = 0.01
@@ -211,7 +194,7 @@ async def steady(
         while await unsent(database_url) > 0:
             await asyncio.sleep(0.1)
     finally:
-        stop_relay(proc)
+        proc.stop()
     latencies = []
     sub = await js.subscribe(
         "academic.>", stream="ACADEMIC_EVENTS", ordered_consumer=True, pending_msgs_limit=total + 10

@@ -22,25 +22,24 @@ from pathlib import Path
 
 import asyncpg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from relay import schema  # noqa: E402
-from relay.embedded import (  # noqa: E402
-    EmbeddedNats,
-    EmbeddedNatsCluster,
-    EmbeddedPostgres,
-    server_dir,
-)
-from tests.faults.harness import (  # noqa: E402
-    RelayProcess,
+from devtools.harness import (
+    FaultRelay,
     Workload,
     check,
     create_test_stream,
     stream_leader,
     wait_drained,
 )
-from tests.relayrun import engine  # noqa: E402
+from devtools.servers import (
+    EmbeddedNats,
+    EmbeddedNatsCluster,
+    EmbeddedPostgres,
+    server_dir,
+)
+from relay import schema
+from tests.relayrun import engine
+
+ROOT = Path(__file__).resolve().parents[1]
 
 EVENTS = int(os.environ.get("SOAK_EVENTS", "1000000"))
 KILL_EVERY = float(os.environ.get("SOAK_KILL_EVERY", "20"))
@@ -55,7 +54,7 @@ def rss_kib(pid: int) -> int:
 
 
 async def sample(
-    url: str, relays: list[RelayProcess], started: float, committed: int
+    url: str, relays: list[FaultRelay], started: float, committed: int
 ) -> dict[str, float]:
     conn = await asyncpg.connect(url)
     try:
@@ -71,7 +70,7 @@ async def sample(
         "t": round(time.monotonic() - started, 1),
         "committed": committed,
         "relay_rss_mib": round(
-            max((rss_kib(r.proc.pid) for r in relays if r.proc), default=0) / 1024, 1
+            max((rss_kib(r.pid) for r in relays if r.alive), default=0) / 1024, 1
         ),
         "table_mib": round(row["total"] / 2**20, 1),
         "indexes_mib": round(row["indexes"] / 2**20, 1),
@@ -103,7 +102,7 @@ async def main() -> int:
         background: set[asyncio.Task[None]] = set()
         async with engine(url) as eng:
             workload = Workload(eng, producers=8, keys_per_producer=50, jitter=0.005)
-            relays = [RelayProcess(url, ns.url, f"soak-{i}").start() for i in range(2)]
+            relays = [FaultRelay(url, ns.url, f"soak-{i}").start() for i in range(2)]
             per_producer = EVENTS // workload.producers
             producing = asyncio.create_task(workload.run(per_producer=per_producer))
             started = time.monotonic()

@@ -13,6 +13,7 @@ import nats.errors
 
 from outbox_client.nats_config import NATSConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
+from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import PublishError, StoreError
 from relay.http import HealthServer
 from relay.leases import LeaseManager
@@ -38,7 +39,13 @@ RETRY_HORIZON_SECONDS = 120.0
 class RelayApp:
     """A running relay: ``await app.run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, settings: RelaySettings, nats_config: NATSConfig) -> None:
+    def __init__(
+        self,
+        settings: RelaySettings,
+        nats_config: NATSConfig,
+        *,
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
+    ) -> None:
         self.settings = settings
         self.nats_config = nats_config
         self.policies = RetryPolicies.from_bounds(
@@ -52,11 +59,13 @@ class RelayApp:
             command_timeout=settings.db_timeout_seconds,
             keep_sent=settings.retention_seconds > 0,
             owner=settings.instance_name,
+            checkpoints=checkpoints,
         )
         self.publisher = NatsPublisher(
             nats_config,
             max_in_flight=settings.max_in_flight,
             publish_timeout=settings.publish_timeout_seconds,
+            checkpoints=checkpoints,
         )
         self.listener = PgListener(
             settings.dsn,
@@ -82,6 +91,7 @@ class RelayApp:
             partitions=lambda: self.leases.current(),
             wakeup=self.wakeup,
             stats=self.stats,
+            checkpoints=checkpoints,
         )
         self.leases = LeaseManager(
             PgLeaseStore(self.store),

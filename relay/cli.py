@@ -108,8 +108,6 @@ def _parser() -> argparse.ArgumentParser:
     cdl_replay = cdl_sub.add_parser("replay", help="send dead letters back to their subject")
     cdl_replay.add_argument("seq", type=int, nargs="+")
 
-    demo = sub.add_parser("demo", help="the whole system on throw-away servers from the wheels")
-    demo.add_argument("--events", type=int, default=5000, help="events to produce (default 5000)")
     return parser
 
 
@@ -171,10 +169,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "consumer-dead-letters":
             return asyncio.run(commands.consumer_dead_letters(args))
-        if args.command == "demo":
-            from relay.demo import run_demo
-
-            return _run_async(lambda stop: run_demo(events=args.events, stop=stop))
     except RelayError as exc:
         print(f"vertector-relay {args.command}: {exc}", file=sys.stderr)
         return 2

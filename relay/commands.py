@@ -17,6 +17,7 @@ from outbox_client.deadletters import list_dead_letters, replay_dead_letter
 from outbox_client.streams import load_streams
 from relay import admin, schema
 from relay.app import RelayApp
+from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import ConfigError, PublishError, RelayError, StoreError
 from relay.natspublisher import NatsPublisher
 from relay.pgstore import PgStore
@@ -29,9 +30,11 @@ def _streams_file(path: Path | None) -> Path | None:
     return path or (Path(env) if env else None)
 
 
-async def run(overrides: dict[str, Any], stop: asyncio.Event) -> int:
+async def run(
+    overrides: dict[str, Any], stop: asyncio.Event, checkpoints: Checkpoints = NO_CHECKPOINTS
+) -> int:
     settings, nats_config = load(overrides)
-    await RelayApp(settings, nats_config).run(stop)
+    await RelayApp(settings, nats_config, checkpoints=checkpoints).run(stop)
     return 0
 
 

@@ -16,10 +16,10 @@ from nats.js import JetStreamContext
 from outbox_client.headers import Header
 from outbox_client.nats_config import NATSConfig
 from outbox_client.tracing import relay_span_headers
+from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.checks import outgoing_headers, precheck
 from relay.classify import classify
 from relay.errors import PublishError
-from relay.faults import crash_point
 from relay.log import log_event
 from relay.ports import Failure, OutboxRow, PublishResult, Verdict
 from relay.pubacks import PubAcks, read_puback
@@ -34,10 +34,18 @@ class NatsPublisher:
     pending then is a timeout.
     """
 
-    def __init__(self, config: NATSConfig, *, max_in_flight: int, publish_timeout: float) -> None:
+    def __init__(
+        self,
+        config: NATSConfig,
+        *,
+        max_in_flight: int,
+        publish_timeout: float,
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
+    ) -> None:
         self.config = config
         self.max_in_flight = max_in_flight
         self.publish_timeout = publish_timeout
+        self.checkpoints = checkpoints
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._acks = PubAcks()
@@ -162,7 +170,7 @@ class NatsPublisher:
                 continue
             futures[future] = index
         if futures:
-            crash_point("after_publish_before_ack")
+            self.checkpoints.reached("after_publish_before_ack")
             _, pending = await asyncio.wait(futures, timeout=self.publish_timeout)
             for future in pending:
                 future.cancel()

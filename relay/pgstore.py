@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
+from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import StoreError
-from relay.faults import crash_point
 from relay.log import log_event
 from relay.ports import Backlog, OutboxRow, Sent
 from relay.queries import query
@@ -20,7 +19,6 @@ from relay.queries import query
 logger = logging.getLogger("relay.store")
 
 T = TypeVar("T")
-_MID_MARK = os.environ.get("VERTECTOR_RELAY_CRASH_AT") == "mid_mark"
 
 #: What a lost, restarting or paused PostgreSQL raises; all of it is retried. asyncpg raises
 #: InternalClientError ("cannot switch to state ...") on a connection broken mid-operation.
@@ -67,10 +65,12 @@ class PgStore:
         command_timeout: float = 30.0,
         keep_sent: bool = True,
         owner: str = "relay",
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         self.dsn = dsn
         self.owner = owner
         self.keep_sent = keep_sent
+        self.checkpoints = checkpoints
         self.pool_size = pool_size
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
@@ -140,7 +140,7 @@ class PgStore:
 
     async def mark_sent(self, sent: Sequence[Sent]) -> int:
         """Record the PubAcks: update the rows (kept for replay) or delete them."""
-        if _MID_MARK:
+        if self.checkpoints.armed("mid_mark"):
             return await self._crash_mid_mark(sent)
         if not self.keep_sent:
             status = await self._call(
@@ -163,7 +163,7 @@ class PgStore:
             self._call("execute", "delete_sent", [s.row_id for s in sent], self.owner)
         )
         await asyncio.sleep(0)
-        crash_point("mid_mark")
+        self.checkpoints.reached("mid_mark")
         return int((await task).split()[-1])
 
     async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
-
-from migrations import SCRIPT_LOCATION
+from vertector_migrations import SCRIPT_LOCATION
 
 
 def alembic_config(url: str) -> Config:

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import PublishError, StoreError
-from relay.faults import crash_point
 from relay.log import log_event
 from relay.ports import Ack, Failure, OutboxRow, Publisher, Sent, Store, Verdict
 from relay.retry import RetryPolicies
@@ -111,6 +111,7 @@ class Relay:
         wakeup: asyncio.Event | None = None,
         stats: RelayStats | None = None,
         clock: Callable[[], float] = time.monotonic,
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -120,6 +121,7 @@ class Relay:
         self.wakeup = wakeup or asyncio.Event()
         self.stats = stats or RelayStats()
         self.clock = clock
+        self.checkpoints = checkpoints
         self._retrying: dict[str, Retry] = {}  # partition key -> its retry
         self._stream_of: dict[str, str] = {}  # subject -> stream, learned from PubAcks
         self._unwritten = Outcome()  # outcomes whose write failed: retried before claiming
@@ -180,7 +182,7 @@ class Relay:
         if not rows:
             await self._settle_write()
             return self._idle_delay(now)
-        crash_point("after_claim")
+        self.checkpoints.reached("after_claim")
         # Prefetch only when nothing is held back: a batch claimed while some rows are excluded
         # (backing off, or left unpublished by the batch in hand) could hold later events of
         # their keys, which would overtake them once the backoff expires.
@@ -194,7 +196,7 @@ class Relay:
         # election) only holds their keys back, so other keys keep flowing.
         outage = bool(outcome.unanswered) and not outcome.sent and not outcome.quarantined
         if outcome.sent:
-            crash_point("after_ack_before_mark")
+            self.checkpoints.reached("after_ack_before_mark")
         await self._settle_write()
         self._start_write(outcome)
         if outage:

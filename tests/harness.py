@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from relay.embedded import EmbeddedNats, EmbeddedPostgres, server_dir
+from devtools.servers import EmbeddedNats, EmbeddedPostgres, server_dir
 
 TEMPLATE_DB = "outbox_template"
 

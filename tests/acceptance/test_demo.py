@@ -1,4 +1,4 @@
-"""`vertector-relay demo` (what `make demo` runs) end to end, and its Ctrl-C path."""
+"""`python -m devtools.demo` (what `make demo` runs) end to end, and its Ctrl-C path."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent / "vertector-relay"
+DEMO = [sys.executable, "-m", "devtools.demo"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_end_to_end_with_nothing_lost() -> None:
     result = subprocess.run(
-        [str(BIN), "demo", "--events", "400"], capture_output=True, text=True, timeout=180
+        [*DEMO, "--events", "400"], capture_output=True, text=True, timeout=180, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -26,8 +27,8 @@ def test_demo_runs_end_to_end_with_nothing_lost() -> None:
 
 def test_demo_stops_cleanly_on_ctrl_c() -> None:
     proc = subprocess.Popen(
-        [str(BIN), "demo", "--events", "100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*DEMO, "--events", "100000"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until it is producing

@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devtools.servers import EmbeddedNats, free_port, server_dir
 from outbox_client import CourseUpdatedEvent
-from relay.embedded import EmbeddedNats, free_port, server_dir
 from tests.relayrun import apply_default_streams, engine, produce, wait_for_messages
 
 BIN = Path(sys.executable).parent / "vertector-relay"

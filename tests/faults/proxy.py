@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
-from relay.embedded import free_port
+from devtools.servers import free_port
 
 
 class FaultProxy:

@@ -1,4 +1,4 @@
-"""A 3-node JetStream cluster (relay.embedded.EmbeddedNatsCluster) with R3 streams: the relay,
+"""A 3-node JetStream cluster (devtools.servers.EmbeddedNatsCluster) with R3 streams: the relay,
 given every seed URL, rides through the stream leader being killed (node loss and election),
 its restart and catch-up, and the next leader being paused past every timeout."""
 
@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from relay.embedded import EmbeddedNatsCluster, server_dir
-from tests.faults.harness import (
-    RelayProcess,
+from devtools.harness import (
+    FaultRelay,
     Workload,
     assert_clean,
     create_test_stream,
     stream_leader,
     under_load,
 )
+from devtools.servers import EmbeddedNatsCluster, server_dir
 from tests.relayrun import engine
 
 
@@ -25,7 +25,7 @@ async def test_cluster_stream_leader_killed_then_paused_under_load(database_url:
     await asyncio.to_thread(cluster.start)
     try:
         await create_test_stream(cluster.url, replicas=3)
-        relay = RelayProcess(database_url, cluster.url, "cluster-rider")
+        relay = FaultRelay(database_url, cluster.url, "cluster-rider")
         leaders: list[str] = []
 
         async def faults() -> None:

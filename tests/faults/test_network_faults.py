@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.faults.harness import (
-    RelayProcess,
+from devtools.harness import (
+    FaultRelay,
     Workload,
     assert_clean,
     create_test_stream,
@@ -24,7 +24,7 @@ async def test_network_between_relay_and_nats_delays_blackholes_and_resets(
     await create_test_stream(nats_url)
     proxy = FaultProxy.before(nats_url)
     await proxy.start()
-    relay = RelayProcess(database_url, proxy.via(nats_url), "behind-proxy")
+    relay = FaultRelay(database_url, proxy.via(nats_url), "behind-proxy")
 
     async def faults() -> None:
         await asyncio.sleep(1.0)
@@ -59,7 +59,7 @@ async def test_network_between_relay_and_postgres_delays_blackholes_and_resets(
     await create_test_stream(nats_url)
     proxy = FaultProxy.before(database_url)
     await proxy.start()
-    relay = RelayProcess(
+    relay = FaultRelay(
         proxy.via(database_url), nats_url, "pg-behind-proxy", RELAY_DB_TIMEOUT_SECONDS="2"
     )
 

@@ -12,15 +12,15 @@ import asyncpg
 from nats.js import api as js_api
 from sqlalchemy import text
 
-from outbox_client import NoteCreatedEvent, enqueue
-from tests.faults.harness import (
-    RelayProcess,
+from devtools.harness import (
+    FaultRelay,
     Workload,
     assert_clean,
     connect,
     create_test_stream,
     under_load,
 )
+from outbox_client import NoteCreatedEvent, enqueue
 from tests.harness import asyncpg_url
 from tests.relayrun import engine
 
@@ -55,7 +55,7 @@ async def test_poison_and_a_full_stream_amid_a_healthy_flow(
     academic = (await js.stream_info("ACADEMIC_EVENTS")).config
     academic.max_msgs, academic.discard = 300, js_api.DiscardPolicy.NEW
     await js.update_stream(academic)
-    relay = RelayProcess(database_url, nats_url, "amid-poison", RELAY_NO_STREAM_MAX_ATTEMPTS="3")
+    relay = FaultRelay(database_url, nats_url, "amid-poison", RELAY_NO_STREAM_MAX_ATTEMPTS="3")
     notes: list[float] = []  # commit times of notes events
     seen: dict[str, int] = {}
 

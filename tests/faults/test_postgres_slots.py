@@ -9,8 +9,8 @@ import contextlib
 
 import asyncpg
 
-from tests.faults.harness import (
-    RelayProcess,
+from devtools.harness import (
+    FaultRelay,
     Workload,
     assert_clean,
     create_test_stream,
@@ -58,7 +58,7 @@ async def test_connection_slots_exhausted_at_start_and_under_load(
     pg.require_control()  # never exhaust a server the suite does not own
     await create_test_stream(nats_url)
     hog = SlotHog(database_url)
-    relay = RelayProcess(database_url, nats_url, "starved")
+    relay = FaultRelay(database_url, nats_url, "starved")
     try:
         await hog.fill()
         assert len(hog.held) > 10 and hog.refusals

@@ -12,10 +12,8 @@ import shutil
 import asyncpg
 import pytest
 
-from relay.embedded import EmbeddedNats, server_dir
-from relay.faults import POINTS
-from tests.faults.harness import (
-    RelayProcess,
+from devtools.harness import (
+    FaultRelay,
     Workload,
     assert_clean,
     check,
@@ -23,6 +21,8 @@ from tests.faults.harness import (
     under_load,
     wait_drained,
 )
+from devtools.servers import EmbeddedNats, server_dir
+from relay.checkpoints import POINTS
 from tests.harness import PgTarget, asyncpg_url
 from tests.relayrun import engine
 
@@ -35,7 +35,7 @@ async def test_relay_killed_at_a_named_crash_point_then_restarted(
     async with engine(database_url) as eng:
         workload = Workload(eng, producers=4)
         await workload.run(per_producer=150)
-        relay = RelayProcess(database_url, nats_url, "crashy")
+        relay = FaultRelay(database_url, nats_url, "crashy")
         await relay.crash_at(point)
         relay.start()
         try:
@@ -48,7 +48,7 @@ async def test_relay_killed_at_a_named_crash_point_then_restarted(
 async def test_relay_killed_at_random_moments_under_load(database_url: str, nats_url: str) -> None:
     await create_test_stream(nats_url)
     rng = random.Random(11)
-    relay = RelayProcess(database_url, nats_url, "victim")
+    relay = FaultRelay(database_url, nats_url, "victim")
 
     async def faults() -> None:
         for _ in range(6):
@@ -66,7 +66,7 @@ async def test_relay_killed_at_random_moments_under_load(database_url: str, nats
 
 async def test_three_relays_one_killed_every_few_seconds(database_url: str, nats_url: str) -> None:
     await create_test_stream(nats_url)
-    relays = [RelayProcess(database_url, nats_url, f"r{i}") for i in range(3)]
+    relays = [FaultRelay(database_url, nats_url, f"r{i}") for i in range(3)]
     owners: list[asyncpg.Record] = []
 
     async def faults() -> None:
@@ -96,9 +96,9 @@ async def test_paused_relay_wakes_without_publishing_out_of_order(
     database_url: str, nats_url: str
 ) -> None:
     await create_test_stream(nats_url)
-    zombie = RelayProcess(database_url, nats_url, "zombie").start()
+    zombie = FaultRelay(database_url, nats_url, "zombie").start()
     await asyncio.sleep(1.0)  # it takes every partition
-    healthy = RelayProcess(database_url, nats_url, "healthy")
+    healthy = FaultRelay(database_url, nats_url, "healthy")
 
     async def faults() -> None:
         await asyncio.sleep(1.0)
@@ -118,7 +118,7 @@ async def test_nats_killed_and_restarted_under_load(database_url: str) -> None:
     server.start()
     try:
         await create_test_stream(server.url)
-        relay = RelayProcess(database_url, server.url, "survivor")
+        relay = FaultRelay(database_url, server.url, "survivor")
 
         async def faults() -> None:
             for _ in range(2):
@@ -145,7 +145,7 @@ async def test_postgres_killed_and_restarted_under_load(
 ) -> None:
     server = pg.require_control()
     await create_test_stream(nats_url)
-    relay = RelayProcess(database_url, nats_url, "pg-survivor")
+    relay = FaultRelay(database_url, nats_url, "pg-survivor")
 
     async def faults() -> None:
         await asyncio.sleep(1.5)
@@ -163,7 +163,7 @@ async def test_postgres_killed_and_restarted_under_load(
 async def test_listen_connection_terminated_repeatedly(database_url: str, nats_url: str) -> None:
     await create_test_stream(nats_url)
     # A long poll interval: only NOTIFY (and the rescan after each reconnect) delivers fast.
-    relay = RelayProcess(database_url, nats_url, "listener", RELAY_POLL_INTERVAL_SECONDS="30")
+    relay = FaultRelay(database_url, nats_url, "listener", RELAY_POLL_INTERVAL_SECONDS="30")
     terminated = 0
 
     async def faults() -> None:
@@ -218,7 +218,7 @@ async def test_relay_down_past_the_duplicate_window_duplicates_reach_the_stream_
             await conn.run_sync(md.create_all)
         workload = Workload(eng, producers=2, rollback_share=0.0)
         await workload.run(per_producer=100)
-        relay = RelayProcess(database_url, nats_url, "slow-to-return")
+        relay = FaultRelay(database_url, nats_url, "slow-to-return")
         await relay.crash_at("after_ack_before_mark")
         # Down longer than the duplicate window. nats-server forgets ids on a timer that runs
         # about once per window, so an id can outlive the window by up to one more.

@@ -12,10 +12,10 @@ import nats.errors
 import pytest
 from nats.js.errors import APIError
 
+from devtools.servers import EmbeddedNats, server_dir
 from outbox_client import CourseUpdatedEvent
 from outbox_client.nats_config import NATSConfig
 from relay.app import RelayApp
-from relay.embedded import EmbeddedNats, server_dir
 from relay.settings import RelaySettings
 from tests.harness import asyncpg_url
 from tests.relayrun import apply_default_streams, engine, produce, running_relay, wait_for_messages

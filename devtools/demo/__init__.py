@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from devtools.demo import schedule_service
+from devtools.servers import EmbeddedNats, EmbeddedPostgres, server_dir
+from examples import notes_service
 from outbox_client.client import NATSClient
 from outbox_client.consumer import ConsumerConfig, EventConsumer
 from outbox_client.dburl import asyncpg_sqlalchemy_url
@@ -26,8 +29,6 @@ from outbox_client.nats_config import NATSConfig
 from outbox_client.streams import DEFAULT_STREAMS
 from relay import schema
 from relay.app import RelayApp
-from relay.demo import notes_service, schedule_service
-from relay.embedded import EmbeddedNats, EmbeddedPostgres, server_dir
 from relay.log import setup_logging
 from relay.settings import RelaySettings
 from relay.streams import apply_streams

@@ -4,16 +4,10 @@ rolls back, and a checker that counts lost, duplicated, phantom and out-of-order
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -22,86 +16,27 @@ from nats.js import api as js_api
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devtools.processes import RelayProcess
 from outbox_client import CourseUpdatedEvent, enqueue
 
-BIN = Path(sys.executable).parent / "vertector-relay"
+#: Short leases and timeouts, so that each fault shows its effect in seconds.
+FAULT_SETTINGS = {
+    "RELAY_LEASE_SECONDS": "2",
+    "RELAY_BATCH_SIZE": "200",
+    "RELAY_PUBLISH_TIMEOUT_SECONDS": "2",
+    "RELAY_RETRY_BACKOFF_MAX_SECONDS": "1",
+    "RELAY_POLL_INTERVAL_SECONDS": "0.2",
+    "NATS_RECONNECT_WAIT_SECONDS": "0.2",
+    "NATS_PING_INTERVAL_SECONDS": "1",
+    "NATS_MAX_OUTSTANDING_PINGS": "2",
+}
 
 
-class RelayProcess:
-    """`vertector-relay run` as a child process that tests can kill, pause and restart."""
+class FaultRelay(RelayProcess):
+    """A relay process with :data:`FAULT_SETTINGS` (each overridable)."""
 
     def __init__(self, database_url: str, nats_url: str, name: str, **env: str) -> None:
-        self.name = name
-        self.log = Path(tempfile.mkstemp(prefix=f"relay-{name}-", suffix=".log")[1])
-        self.env = os.environ | {
-            "OUTBOX_DATABASE_URL": database_url,
-            "NATS_SERVERS": nats_url,
-            "RELAY_INSTANCE_NAME": name,
-            "RELAY_LEASE_SECONDS": "2",
-            "RELAY_METRICS_PORT": "-1",
-            "RELAY_BATCH_SIZE": "200",
-            "RELAY_PUBLISH_TIMEOUT_SECONDS": "2",
-            "RELAY_RETRY_BACKOFF_MAX_SECONDS": "1",
-            "RELAY_POLL_INTERVAL_SECONDS": "0.2",
-            "NATS_RECONNECT_WAIT_SECONDS": "0.2",
-            "NATS_PING_INTERVAL_SECONDS": "1",
-            "NATS_MAX_OUTSTANDING_PINGS": "2",
-            "RELAY_LOG_FORMAT": "json",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.exits: list[int] = []
-
-    def start(self, **env: str) -> RelayProcess:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN), "run"], env=self.env | env, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
-
-    async def crash_at(self, point: str) -> None:
-        """Run until the relay SIGKILLs itself at the named crash point (asserted)."""
-        self.start(VERTECTOR_RELAY_CRASH_AT=point)
-        assert self.proc is not None
-        await asyncio.to_thread(self.proc.wait, 60)
-        self._reap()
-        assert self.exits[-1] == -9, f"the relay did not reach {point}:\n{self.tail()}"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-        self._reap()
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._reap()
-
-    def _reap(self) -> None:
-        if self.proc is not None:
-            self.exits.append(self.proc.wait())
-            self.proc = None
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        super().__init__(database_url, nats_url, name, **(FAULT_SETTINGS | env))
 
 
 @dataclass
@@ -172,9 +107,11 @@ class Verdict:
     examples: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"delivered {self.delivered}: lost {self.lost}, duplicates {self.stream_duplicates},"
-                f" phantoms {self.phantoms}, order violations {self.order_violations}"
-        f" {self.examples[:5]}")  # fmt: skip
+        return (
+            f"delivered {self.delivered}: lost {self.lost}, duplicates {self.stream_duplicates}, "
+            f"phantoms {self.phantoms}, order violations {self.order_violations} "
+            f"{self.examples[:5]}"
+        )
 
 
 def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdict:
@@ -204,13 +141,14 @@ async def _unsent(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         result = await conn.execute(
             text(
-                "SELECT count(*) FROM outbox_events WHERE sent_at IS NULL AND quarantined_at IS NULL"
+                "SELECT count(*) FROM outbox_events"
+                " WHERE sent_at IS NULL AND quarantined_at IS NULL"
             )
         )
         return int(result.scalar_one())
 
 
-def assert_clean(verdict: Verdict, relays: list[RelayProcess]) -> None:
+def assert_clean(verdict: Verdict, relays: list[FaultRelay]) -> None:
     """0 lost, 0 stream duplicates, 0 phantoms, 0 order violations; else the relays' logs."""
     v = verdict
     logs = "\n---\n".join(r.tail() for r in relays)
@@ -312,7 +250,7 @@ async def wait_drained(nats_url: str, workload: Workload, timeout: float = 90) -
 async def under_load(
     workload: Workload,
     nats_url: str,
-    relays: list[RelayProcess],
+    relays: list[FaultRelay],
     faults: Callable[[], Awaitable[None]],
 ) -> Verdict:
     """The frame of most fault scenarios: start the relays, produce while ``faults`` runs,

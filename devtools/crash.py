@@ -1,0 +1,49 @@
+"""``python -m devtools.crash POINT``: ``vertector-relay run`` (settings from the environment)
+that SIGKILLs itself when a batch reaches the named checkpoint, for the fault suite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from relay import commands
+from relay.checkpoints import POINTS, Checkpoints
+from relay.log import setup_logging
+
+
+class CrashAt(Checkpoints):
+    """Die at ``point`` as a power cut would: no cleanup, no flush."""
+
+    def __init__(self, point: str) -> None:
+        if point not in POINTS:
+            raise ValueError(f"unknown crash point {point!r}: one of {', '.join(POINTS)}")
+        self.point = point
+
+    def armed(self, point: str) -> bool:
+        return point == self.point
+
+    def reached(self, point: str) -> None:
+        if point == self.point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def _run(point: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await commands.run({}, stop, checkpoints=CrashAt(point))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(f"usage: python -m devtools.crash {{{','.join(POINTS)}}}", file=sys.stderr)
+        return 2
+    setup_logging("json", "info")
+    return asyncio.run(_run(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
