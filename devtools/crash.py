@@ -3,13 +3,13 @@ that SIGKILLs itself when a batch reaches the named checkpoint, for the fault su
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 
 from relay import commands
 from relay.checkpoints import POINTS, Checkpoints
+from relay.cli import run_until_signalled
 from relay.log import setup_logging
 
 
@@ -29,20 +29,13 @@ class CrashAt(Checkpoints):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-async def _run(point: str) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return await commands.run({}, stop, checkpoints=CrashAt(point))
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(f"usage: python -m devtools.crash {{{','.join(POINTS)}}}", file=sys.stderr)
         return 2
     setup_logging("json", "info")
-    return asyncio.run(_run(argv[0]))
+    crash = CrashAt(argv[0])
+    return run_until_signalled(lambda stop: commands.run({}, stop, checkpoints=crash))
 
 
 if __name__ == "__main__":

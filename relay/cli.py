@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
     """Run ``main(stop)``; SIGTERM/SIGINT set ``stop`` (a second one exits at once)."""
 
     async def wrapper() -> int:
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             overrides = {k: getattr(args, k, None) for k in RelaySettings.model_fields}
-            return _run_async(lambda stop: commands.run(overrides, stop))
+            return run_until_signalled(lambda stop: commands.run(overrides, stop))
         if args.command == "check":
             if args.direct:
                 return asyncio.run(commands.check())

@@ -4,25 +4,10 @@ throw-away servers. Ctrl-C stops it cleanly; a second Ctrl-C exits at once."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 
 from devtools.demo import run_demo
-
-
-async def _main(events: int) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            raise SystemExit(130)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    return await run_demo(events=events, stop=stop)
+from relay.cli import run_until_signalled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--events", type=int, default=5000, help="events to produce (default 5000)")
     args = parser.parse_args(argv)
-    return asyncio.run(_main(args.events))
+    return run_until_signalled(lambda stop: run_demo(events=args.events, stop=stop))
 
 
 if __name__ == "__main__":
