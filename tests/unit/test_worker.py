@@ -5,12 +5,19 @@ from datetime import UTC, datetime
 
 import pytest
 
+from outbox_client.table import PARTITIONS
 from relay import worker
 from relay.errors import PublishError
 from relay.ports import Failure, OutboxRow, Verdict
 from relay.retry import Backoff, RetryPolicies
 from relay.worker import LoopConfig, Relay, plan_waves
 from tests.fakes import FakePublisher, MemoryStore
+
+
+def every_partition() -> list[int]:
+    """The fake store's relay holds every partition's lease."""
+    return list(range(PARTITIONS))
+
 
 FAST = RetryPolicies(
     event_publish=Backoff("event_publish", 0.0, 0.0, jitter=False),
@@ -21,7 +28,7 @@ FAST = RetryPolicies(
 
 def relay(store: MemoryStore, publisher: FakePublisher, batch: int = 10, **kw: object) -> Relay:
     config = LoopConfig(batch_size=batch, poll_interval=0.01, **kw)  # type: ignore[arg-type]
-    return Relay(store, publisher, config=config, policies=FAST, partitions=lambda: [0])
+    return Relay(store, publisher, config=config, policies=FAST, partitions=every_partition)
 
 
 async def drain(r: Relay, rounds: int = 100) -> None:
@@ -176,7 +183,7 @@ async def _after_an_ack_on_the_same_stream(failure: Failure) -> tuple[FakePublis
     the same stream. Returns the publisher and a's row id, after two more rounds."""
     store, pub = MemoryStore(), FakePublisher()
     config = LoopConfig(batch_size=10, poll_interval=0.01)
-    r = Relay(store, pub, config=config, policies=SLOW_EVENT_RETRY, partitions=lambda: [0])
+    r = Relay(store, pub, config=config, policies=SLOW_EVENT_RETRY, partitions=every_partition)
     store.add("c")
     await r.step()  # learns academic.course.updated -> ACADEMIC_EVENTS
     failing = True
