@@ -13,6 +13,8 @@ class Header(StrEnum):
     CORRELATION_ID = "Vertector-Correlation-Id"
     CAUSATION_ID = "Vertector-Causation-Id"
     SOURCE_SERVICE = "Vertector-Source-Service"
+    #: Set by `vertector-relay replay --fresh-ids`: the relay sends Nats-Msg-Id "<event_id>:<it>".
+    REPLAY = "Vertector-Replay"
     TRACEPARENT = "traceparent"
     TRACESTATE = "tracestate"
 

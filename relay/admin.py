@@ -4,7 +4,8 @@ statement, safe to run while relays are running."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -69,17 +70,80 @@ async def purge_quarantined(
     return _count(await _run(dsn, "execute", "purge_quarantined", ids, event_type))
 
 
+@dataclass(frozen=True)
+class ReplaySelection:
+    """Which retained, sent events to replay: a time range, an id range, an event type."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    from_id: int | None = None
+    to_id: int | None = None
+    event_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            self.since is None
+            and self.until is None
+            and self.from_id is None
+            and self.to_id is None
+        ):
+            raise StoreError("give a range: --since/--until (times) or --from-id/--to-id")
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.since, self.until, self.from_id, self.to_id, self.event_type)
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """Per stream: events a replay would take, and how many of those were published inside the
+    stream's duplicate window (JetStream drops a re-publish with the same Nats-Msg-Id there)."""
+
+    events: dict[str, int]
+    inside_window: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.events.values())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(self.inside_window.values())
+
+
+async def plan_replay(
+    dsn: str, selection: ReplaySelection, windows: dict[str, float], default_window: float
+) -> ReplayPlan:
+    """What :func:`replay` would do, changing nothing. ``windows``: each stream's
+    ``duplicate_window`` in seconds (``default_window`` for a stream not in it)."""
+    rows = await _run(
+        dsn, "fetch", "replay_preview", *selection.args(),
+        list(windows), list(windows.values()), default_window,
+    )  # fmt: skip
+    return ReplayPlan(
+        events={r["stream"] or "?": r["events"] for r in rows},
+        inside_window={r["stream"] or "?": r["recent"] for r in rows if r["recent"]},
+    )
+
+
 async def replay(
     dsn: str,
+    selection: ReplaySelection,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    from_id: int | None = None,
-    to_id: int | None = None,
-    event_type: str | None = None,
+    fresh_ids: str | None = None,
+    batch_size: int = 10_000,
+    progress: Callable[[int], None] = lambda done: None,
 ) -> int:
-    """Mark retained, sent events unsent so that the relay publishes them again."""
-    if since is None and until is None and from_id is None and to_id is None:
-        raise StoreError("give a range: --since/--until (times) or --from-id/--to-id")
-    status = await _run(dsn, "execute", "replay_sent", since, until, from_id, to_id, event_type)
-    return _count(status)
+    """Mark retained, sent events unsent, ``batch_size`` at a time in id order, so that the
+    relay publishes them again; ``progress(done)`` after each batch. With ``fresh_ids`` (a
+    label unique to this replay) they are sent with ``Nats-Msg-Id = <event_id>:<fresh_ids>``,
+    which JetStream stores even inside its duplicate window."""
+    done, after = 0, 0
+    while True:
+        ids = await _run(
+            dsn, "fetch", "replay_batch", *selection.args(), after, batch_size, fresh_ids
+        )
+        if not ids:
+            return done
+        done += len(ids)
+        after = max(r["id"] for r in ids)
+        progress(done)

@@ -14,9 +14,12 @@ _BAD_VALUE = re.compile(r"[\r\n\0]")
 
 
 def outgoing_headers(row: OutboxRow) -> dict[str, str]:
-    """Stored headers plus ``Nats-Msg-Id = event_id``, which the relay always sets."""
+    """Stored headers plus ``Nats-Msg-Id = event_id``, which the relay always sets (with the
+    replay's label after a colon when ``replay --fresh-ids`` marked the row)."""
     headers = dict(row.headers)
-    headers[Header.MSG_ID.value] = str(row.event_id)
+    replay = headers.get(Header.REPLAY.value)
+    msg_id = str(row.event_id)
+    headers[Header.MSG_ID.value] = f"{msg_id}:{replay}" if replay else msg_id
     return headers
 
 

@@ -87,11 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     show = dead_sub.add_parser("show", help="one quarantined event, headers included")
     show.add_argument("event_id", type=uuid.UUID)
     for name, text in (("requeue", "give events back to the relay"), ("purge", "delete them")):
-        action = dead_sub.add_parser(name, help=text)
-        action.add_argument("--event-id", type=uuid.UUID, action="append", dest="event_ids")
-        action.add_argument("--event-type")
+        action = dead_sub.add_parser(name, help=f"{text}: by id, by type, or --all (one of them)")
+        which = action.add_mutually_exclusive_group(required=True)
+        which.add_argument("--event-id", type=uuid.UUID, action="append", dest="event_ids")
+        which.add_argument("--event-type")
         if name == "requeue":
-            action.add_argument("--all", action="store_true", help="every quarantined event")
+            which.add_argument("--all", action="store_true", help="every quarantined event")
 
     replay = sub.add_parser("replay", help="re-publish retained, already-sent events "
                             "(needs RELAY_RETENTION_SECONDS > 0)")  # fmt: skip
@@ -100,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--from-id", type=int)
     replay.add_argument("--to-id", type=int)
     replay.add_argument("--event-type")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be replayed, "
+                        "and what JetStream would drop as duplicates; change nothing")  # fmt: skip
+    replay.add_argument("--fresh-ids", action="store_true", help="send with new Nats-Msg-Ids "
+                        "(<event_id>:<replay>) so that JetStream stores them even inside its "
+                        "duplicate window; consumers' inboxes still skip what they "
+                        "applied")  # fmt: skip
+    replay.add_argument("--batch-size", type=int, default=10_000, help="rows marked per "
+                        "statement (default 10000)")  # fmt: skip
 
     cdl = sub.add_parser("consumer-dead-letters", help="the consumers' DEAD_LETTERS stream")
     cdl_sub = cdl.add_subparsers(dest="cdl_command", required=True, metavar="ACTION")
@@ -164,9 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dead-letters":
             return asyncio.run(commands.dead_letters(args))
         if args.command == "replay":
-            count = asyncio.run(commands.replay(args))
-            print(f"{count} events marked for re-publishing")
-            return 0
+            return asyncio.run(commands.replay(args))
         if args.command == "consumer-dead-letters":
             return asyncio.run(commands.consumer_dead_letters(args))
     except RelayError as exc:

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,11 +208,72 @@ async def dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+#: JetStream's duplicate window when a stream does not say (nats-server's default).
+DEFAULT_DUPLICATE_WINDOW = 120.0
+
+
+async def duplicate_windows() -> tuple[dict[str, float], str | None]:
+    """Each stream's ``duplicate_window`` in seconds, or ``({}, why)`` when NATS cannot say."""
+    _, nats_config = load(
+        {"database_url": os.environ.get("OUTBOX_DATABASE_URL", "postgresql://unused/unused")}
+    )
+    try:
+        async with NATSClient(nats_config) as client:
+            infos = await asyncio.wait_for(client.js.streams_info(), 10)
+    except (NATSConnectionError, TimeoutError, OSError) as exc:
+        return {}, f"{type(exc).__name__}: {exc}"
+    return {i.config.name: float(i.config.duplicate_window or DEFAULT_DUPLICATE_WINDOW)
+            for i in infos if i.config.name}, None  # fmt: skip
+
+
+def _window_text(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
 async def replay(args: argparse.Namespace) -> int:
-    return await admin.replay(
-        _dsn(), since=args.since, until=args.until, from_id=args.from_id, to_id=args.to_id,
+    """``replay``: plan, warn about what JetStream would drop as duplicates, then mark in
+    batches with progress (or only plan, with ``--dry-run``)."""
+    dsn = _dsn()
+    selection = admin.ReplaySelection(
+        since=args.since, until=args.until, from_id=args.from_id, to_id=args.to_id,
         event_type=args.event_type,
     )  # fmt: skip
+    windows, unknown = await duplicate_windows()
+    plan = await admin.plan_replay(dsn, selection, windows, DEFAULT_DUPLICATE_WINDOW)
+    per_stream = ", ".join(f"{stream} {n}" for stream, n in plan.events.items())
+    print(f"replay: {plan.total} events" + (f" ({per_stream})" if per_stream else ""))
+    if unknown:
+        print(
+            f"warning: could not read the streams' duplicate windows from NATS ({unknown}); "
+            f"counted with JetStream's default of {_window_text(DEFAULT_DUPLICATE_WINDOW)}",
+            file=sys.stderr,
+        )
+    if plan.duplicates and not args.fresh_ids:
+        where = ", ".join(
+            f"{stream}: {n} within {_window_text(windows.get(stream, DEFAULT_DUPLICATE_WINDOW))}"
+            for stream, n in plan.inside_window.items()
+        )
+        print(
+            f"warning: {plan.duplicates} of them were published inside their stream's duplicate "
+            f"window ({where}): JetStream will drop those as duplicates. Add --fresh-ids to "
+            "store them again (consumers' inboxes still skip what they applied), or wait "
+            "until the window has passed.",
+            file=sys.stderr,
+        )
+    if args.dry_run or plan.total == 0:
+        print("dry run: nothing changed" if args.dry_run else "nothing to replay")
+        return 0
+    label = f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}" if args.fresh_ids else None
+
+    def progress(done: int) -> None:
+        print(f"  marked {done} of {plan.total}", flush=True)
+
+    count = await admin.replay(
+        dsn, selection, fresh_ids=label, batch_size=args.batch_size, progress=progress
+    )
+    fresh = f" with fresh Nats-Msg-Ids (<event_id>:{label})" if label else ""
+    print(f"{count} events marked for re-publishing{fresh}")
+    return 0
 
 
 async def consumer_dead_letters(args: argparse.Namespace) -> int:

@@ -45,6 +45,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+NEXT_STEPS = """== next ==
+make test                      the whole suite on real servers (kills, pauses, a 3-node cluster)
+make bench                     throughput and latency, written to bench/results/latest.json
+README.md                      produce with enqueue(), run `vertector-relay run`, consume
+docker-compose up              the stack with your own PostgreSQL and NATS (see README)"""
+
+
+class Progress:
+    """One line that updates in place on a terminal; otherwise a line every few seconds."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.interval = 0.25 if tty else 3.0
+        self._last = ""
+
+    def show(self, committed: int, published: int, consumed: int) -> None:
+        line = f"   committed {committed:6}  published {published:6}  consumed {consumed:6}"
+        if self.tty:
+            print(f"\r{line}", end="", flush=True)
+        elif line != self._last:
+            _say(line)
+        self._last = line
+
+    def end(self) -> None:
+        if self.tty:
+            print(flush=True)  # leave the updated line in place
+
+
 @dataclass
 class Summary:
     committed: int
@@ -133,7 +161,7 @@ async def _run(
 
     committed: dict[uuid.UUID, float] = {}
     service = schedule_service.ScheduleService(
-        schedule_db, lambda i, t: committed.__setitem__(i, t)
+        schedule_db, lambda i, t: committed.__setitem__(i, t), limit=events
     )
     notes = notes_service.NotesService(notes_db)
     consumer = EventConsumer(
@@ -159,31 +187,30 @@ async def _run(
     ]
     _say(f"-- relay running; schedule-service committing {events} events with 4 concurrent clients")
     produce_started = time.monotonic()
-    producer = asyncio.create_task(schedule_service.simulate(service, events))
+    producer = asyncio.create_task(schedule_service.simulate(service))
     produce_seconds = 0.0
+    progress = Progress(sys.stdout.isatty())
     try:
         while True:
-            await asyncio.wait(
-                [producer, asyncio.ensure_future(stop.wait())],
-                timeout=0.5,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), progress.interval)
             if producer.done() and not produce_seconds:
                 produce_seconds = time.monotonic() - produce_started
                 producer.result()
-            _say(
-                f"   committed {len(committed):6}  published {relay.stats.published:6}  "
-                f"consumed {len(notes.applied):6}"
-            )
+            progress.show(len(committed), relay.stats.published, len(notes.applied))
             if stop.is_set():
+                progress.end()
                 _say("-- interrupted: stopping")
                 break
             if any(task.done() for task in tasks):
+                progress.end()
                 _say("-- a service stopped unexpectedly: stopping")
                 break
             if producer.done() and len(notes.applied) >= len(committed):
+                progress.end()
                 break
             if producer.done() and time.monotonic() - started > 120:
+                progress.end()
                 _say("-- gave up waiting for the consumer after 120 s")
                 break
     finally:
@@ -219,6 +246,7 @@ async def _run(
         total_seconds=time.monotonic() - started,
     )
     _say(summary.render())
+    _say(NEXT_STEPS)
     if stop.is_set():
         return 130  # interrupted: the summary covers what got through
     return 0 if summary.lost == 0 and summary.duplicates_applied == 0 else 1

@@ -4,6 +4,7 @@ in one transaction each (the transactional outbox), as ``examples/publisher_exam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -66,6 +67,10 @@ async def create_schema(engine: AsyncEngine) -> None:
         await conn.run_sync(domain.create_all)
 
 
+class BudgetSpent(Exception):
+    """The service has committed (or started) as many events as it was asked to."""
+
+
 class ScheduleService:
     """Each public method is one business operation: a domain write plus its event, atomically.
 
@@ -73,16 +78,32 @@ class ScheduleService:
     latency from there).
     """
 
-    def __init__(self, engine: AsyncEngine, on_commit: Callable[[uuid.UUID, float], None]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_commit: Callable[[uuid.UUID, float], None],
+        *,
+        limit: int | None = None,
+    ) -> None:
         self.engine = engine
         self.on_commit = on_commit
+        self.limit = limit
         self.commits = 0
+        self._reserved = 0
+
+    def _reserve(self) -> None:
+        """Take one event of the budget before a transaction starts, so that concurrent clients
+        together commit exactly ``limit`` events."""
+        if self.limit is not None and self._reserved >= self.limit:
+            raise BudgetSpent
+        self._reserved += 1
 
     def _committed(self, event: BaseEvent) -> None:
         self.commits += 1
         self.on_commit(event.event_id, time.time())
 
     async def _commit(self, statement: object, event: BaseEvent) -> None:
+        self._reserve()
         async with self.engine.begin() as conn:
             await conn.execute(statement)  # type: ignore[call-overload]
             await enqueue(conn, event)
@@ -110,6 +131,7 @@ class ScheduleService:
 
     async def read_course(self, code: str) -> None:
         event = CourseReadEvent(course_code=code, requested_by="student-42", metadata=_meta("read"))
+        self._reserve()
         async with self.engine.begin() as conn:
             await enqueue(conn, event)
         self._committed(event)
@@ -209,29 +231,28 @@ class ScheduleService:
             )
 
 
-async def simulate(service: ScheduleService, total: int, *, workers: int = 4, seed: int = 7) -> int:
-    """Run ``workers`` concurrent clients until ``total`` events are committed."""
+async def simulate(service: ScheduleService, *, workers: int = 4, seed: int = 7) -> int:
+    """Run ``workers`` concurrent clients until the service's ``limit`` of events is spent."""
 
     async def worker(w: int) -> None:
         rng = random.Random(seed + w)
         n = 0
-        while service.commits < total:
-            code = f"CS{w}{n:04d}"
-            n += 1
-            await service.create_course(code, rng)
-            for k in range(rng.randint(2, 6)):
-                if service.commits >= total:
-                    return
-                roll = rng.random()
-                if roll < 0.6:
-                    await service.add_coursework(code, k, rng)
-                elif roll < 0.8:
-                    await service.update_course(code, rng.choice([2, 3, 4, 5]))
-                elif roll < 0.95:
-                    await service.read_course(code)
-                else:
-                    await service.delete_course(code)
-                    break
+        with contextlib.suppress(BudgetSpent):
+            while True:
+                code = f"CS{w}{n:04d}"
+                n += 1
+                await service.create_course(code, rng)
+                for k in range(rng.randint(2, 6)):
+                    roll = rng.random()
+                    if roll < 0.6:
+                        await service.add_coursework(code, k, rng)
+                    elif roll < 0.8:
+                        await service.update_course(code, rng.choice([2, 3, 4, 5]))
+                    elif roll < 0.95:
+                        await service.read_course(code)
+                    else:
+                        await service.delete_course(code)
+                        break
 
     await asyncio.gather(*(worker(w) for w in range(workers)))
     return service.commits

@@ -109,17 +109,49 @@ WHERE quarantined_at IS NOT NULL
   AND ($1::uuid[] IS NULL OR event_id = ANY($1))
   AND ($2::text IS NULL OR event_type = $2)
 
--- replay_sent --
--- Admin: make already-sent (retained) events unsent again, by time or id range. The relay
--- re-publishes them in their original order, with their original Nats-Msg-Id.
-UPDATE outbox_events
-SET sent_at = NULL, stream = NULL, stream_seq = NULL, attempts = 0
-WHERE sent_at IS NOT NULL
-  AND ($1::timestamptz IS NULL OR created_at >= $1)
-  AND ($2::timestamptz IS NULL OR created_at < $2)
-  AND ($3::bigint IS NULL OR id >= $3)
-  AND ($4::bigint IS NULL OR id <= $4)
-  AND ($5::text IS NULL OR event_type = $5)
+-- replay_preview --
+-- Admin: what a replay would take, per stream the events were stored in, and how many of them
+-- were published less than that stream's duplicate window ago ($6 names, $7 seconds; $8 for a
+-- stream not named): inside the window JetStream would drop them as duplicates.
+SELECT o.stream, count(*) AS events,
+       count(*) FILTER (
+           WHERE o.sent_at > now() - make_interval(secs => coalesce(w.seconds, $8::float8))
+       ) AS recent
+FROM outbox_events AS o
+LEFT JOIN unnest($6::text[], $7::float8[]) AS w(stream, seconds) ON w.stream = o.stream
+WHERE o.sent_at IS NOT NULL
+  AND ($1::timestamptz IS NULL OR o.created_at >= $1)
+  AND ($2::timestamptz IS NULL OR o.created_at < $2)
+  AND ($3::bigint IS NULL OR o.id >= $3)
+  AND ($4::bigint IS NULL OR o.id <= $4)
+  AND ($5::text IS NULL OR o.event_type = $5)
+GROUP BY o.stream
+ORDER BY o.stream
+
+-- replay_batch --
+-- Admin: make up to $7 already-sent (retained) events after id $6 unsent again, oldest first;
+-- returns their ids. The relay re-publishes them in their original order. With $8 the relay
+-- sends them with Nats-Msg-Id "<event_id>:<$8>" (a fresh id JetStream has not seen: stored
+-- again even inside the duplicate window); consumers' inboxes, keyed on the event id, still
+-- skip what they applied.
+UPDATE outbox_events AS o
+SET sent_at = NULL, stream = NULL, stream_seq = NULL, attempts = 0,
+    headers = CASE WHEN $8::text IS NULL THEN o.headers
+                   ELSE o.headers || jsonb_build_object('Vertector-Replay', $8::text) END
+FROM (
+    SELECT id FROM outbox_events
+    WHERE sent_at IS NOT NULL AND id > $6
+      AND ($1::timestamptz IS NULL OR created_at >= $1)
+      AND ($2::timestamptz IS NULL OR created_at < $2)
+      AND ($3::bigint IS NULL OR id >= $3)
+      AND ($4::bigint IS NULL OR id <= $4)
+      AND ($5::text IS NULL OR event_type = $5)
+    ORDER BY id
+    LIMIT $7
+    FOR UPDATE
+) AS picked
+WHERE o.id = picked.id
+RETURNING o.id
 
 -- heartbeat --
 -- Leases: this instance is alive; instances silent for longer than the lease are forgotten.

@@ -105,10 +105,63 @@ async def test_replay_republishes_retained_events_in_order(
             await js.delete_stream("ACADEMIC_EVENTS")
         await apply_default_streams(nats_url)
         done = await cli(database_url, nats_url, "replay", "--since", "2000-01-01T00:00:00+00:00")
-        assert done.stdout.strip() == "5 events marked for re-publishing", done.stderr
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == "replay: 5 events (ACADEMIC_EVENTS 5)"
+        assert done.stdout.splitlines()[-1] == "5 events marked for re-publishing"
+        # Published seconds ago, inside the 2-minute window: the user is told what JetStream
+        # will do with them (here the stream was recreated, so it happens not to).
+        assert "inside their stream's duplicate window" in done.stderr
         async with running_relay(database_url, nats_url, retention_seconds=3600):
             assert await wait_for_messages(nats_url, 5) == 5
     replayed = [json.loads(m.data)["credits"] for m in await stream_messages(nats_url)]
     assert replayed == [0, 1, 2, 3, 4]
     refused = await cli(database_url, nats_url, "replay")
     assert refused.returncode == 2 and "give a range" in refused.stderr
+
+
+async def test_replay_inside_the_duplicate_window_warns_dry_runs_and_redelivers_with_fresh_ids(
+    database_url: str, nats_url: str
+) -> None:
+    await apply_default_streams(nats_url)
+    events = [CourseUpdatedEvent(course_code="W", credits=i) for i in range(3)]
+    since = ("--since", "2000-01-01T00:00:00+00:00")
+    async with engine(database_url) as eng:
+        async with running_relay(database_url, nats_url, retention_seconds=3600):
+            await produce(eng, events)
+            assert await wait_for_messages(nats_url, 3) == 3
+        dry = await cli(database_url, nats_url, "replay", *since, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "3 of them were published inside their stream's duplicate window" in dry.stderr
+        assert "--fresh-ids" in dry.stderr
+        assert dry.stdout.splitlines()[-1] == "dry run: nothing changed"
+        conn = await asyncpg.connect(asyncpg_url(database_url))
+        try:
+            assert (
+                await conn.fetchval("SELECT count(*) FROM outbox_events WHERE sent_at IS NULL") == 0
+            )
+        finally:
+            await conn.close()
+
+        fresh = await cli(
+            database_url, nats_url, "replay", *since, "--fresh-ids", "--batch-size", "2"
+        )
+        assert fresh.returncode == 0, fresh.stderr
+        assert "duplicate window" not in fresh.stderr  # fresh ids: nothing will be dropped
+        assert "  marked 2 of 3" in fresh.stdout and "  marked 3 of 3" in fresh.stdout
+        async with running_relay(database_url, nats_url, retention_seconds=3600):
+            assert await wait_for_messages(nats_url, 6) == 6  # stored again, not dropped
+    messages = await stream_messages(nats_url)
+    assert [json.loads(m.data)["credits"] for m in messages] == [0, 1, 2, 0, 1, 2]
+    ids = [m.headers["Nats-Msg-Id"] for m in messages]
+    originals = [str(e.event_id) for e in events]
+    assert ids[:3] == originals
+    label = ids[3].split(":", 1)[1]
+    assert label.startswith("replay-") and ids[3:] == [f"{i}:{label}" for i in originals]
+
+
+async def test_requeue_selectors_are_mutually_exclusive(database_url: str, nats_url: str) -> None:
+    both = await cli(
+        database_url, nats_url, "dead-letters", "requeue", "--event-id", str(uuid.uuid4()), "--all"
+    )
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr

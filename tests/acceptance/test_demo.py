@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -18,11 +19,16 @@ def test_demo_runs_end_to_end_with_nothing_lost() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "events committed      4" in out
+    assert "events committed      400\n" in out  # exactly what was asked, not a few more
     assert "lost                  0" in out
     assert "duplicates (applied)  0" in out
     assert "commit -> published   p50" in out
     assert "servers stopped" in out
+    assert "== next ==" in out and "make test" in out
+    # Not a tty: a progress line every few seconds, never a spin once producing has ended.
+    wall = float(re.search(r"wall time +([0-9.]+) s", out).group(1))  # type: ignore[union-attr]
+    progress = [line for line in out.splitlines() if line.startswith("   committed")]
+    assert 1 <= len(progress) <= wall / 3 + 2, f"{len(progress)} progress lines in {wall} s"
 
 
 def test_demo_stops_cleanly_on_ctrl_c() -> None:
