@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -65,6 +72,10 @@ class RelayMetrics:
     def __init__(self, stats: RelayStats) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # What every Prometheus process exports: memory, CPU, open fds, start time, GC, version.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.lag = Histogram(
             "vertector_relay_commit_to_publish_seconds",
             "From the producing transaction to the PubAck", buckets=LAG_BUCKETS, registry=r,

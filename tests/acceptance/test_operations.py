@@ -87,6 +87,9 @@ async def test_metrics_health_and_readiness_through_a_nats_outage(database_url: 
             assert metric(text, "vertector_relay_nats_connected") == 1
             assert metric(text, "vertector_relay_ready") == 1
             assert metric(text, "vertector_relay_keys_backing_off") == 0
+            # The standard process and Python collectors are there too.
+            assert metric(text, "process_resident_memory_bytes") > 0
+            assert "python_info{" in text and "python_gc_collections_total{" in text
             ok = subprocess.run([str(BIN), "check"], env=check_env, capture_output=True, text=True)
             assert ok.returncode == 0 and ok.stdout.strip() == "ready"
 

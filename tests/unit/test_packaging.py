@@ -17,15 +17,29 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], str]:
+    """The wheel's file names, and what the build printed."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(ROOT)],
-        check=True,
-    )
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(ROOT)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
     (wheel,) = out.glob("vertector_outbox-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        return zf.namelist()
+        return zf.namelist(), build.stdout + build.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel_files(built: tuple[list[str], str]) -> list[str]:
+    return built[0]
+
+
+def test_the_build_warns_of_nothing(built: tuple[list[str], str]) -> None:
+    assert "Warning" not in built[1], built[1]
+
+
+def test_the_wheel_carries_the_license(wheel_files: list[str]) -> None:
+    assert "vertector_outbox-0.1.0.dist-info/licenses/LICENSE" in wheel_files
 
 
 def test_wheel_ships_only_what_runs_in_production(wheel_files: list[str]) -> None:
