@@ -4,7 +4,6 @@ LISTEN wake-ups, purger and the loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +12,7 @@ import nats.errors
 
 from outbox_client.nats_config import NATSConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
+from relay.aio import sleep_until_stopped
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import PublishError, StoreError
 from relay.http import HealthServer
@@ -140,8 +140,7 @@ class RelayApp:
                     logger, "relay.streams.check_failed", level=logging.WARNING,
                     error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 2),
                 )  # fmt: skip
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_until_stopped(stop, delay)
                 continue
             for warning in warnings:
                 log_event(logger, "relay.config.risky", level=logging.WARNING, detail=warning)
@@ -177,8 +176,7 @@ class RelayApp:
             m.nats_connected.set(1 if self.publisher.connected.is_set() else 0)
             m.partitions_owned.set(len(self.relay.partitions()))
             m.ready.set(1 if self.readiness()[0] else 0)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
+            await sleep_until_stopped(stop, 2.0)
 
     async def _loop_until(self, stop: asyncio.Event) -> None:
         background_stop = asyncio.Event()
@@ -277,6 +275,5 @@ async def _until_connected(
                 logger, f"relay.{what}.unavailable", level=logging.WARNING,
                 error=str(exc), attempt=attempt, retry_in=round(delay, 2),
             )  # fmt: skip
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await sleep_until_stopped(stop, delay)
     return False

@@ -11,13 +11,13 @@ publishes nothing more for those partitions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from relay.aio import sleep_until_stopped
 from relay.errors import StoreError
 from relay.log import log_event
 
@@ -61,9 +61,6 @@ class LeaseManager:
             p for p, until in self._held.items() if until > now and p not in self._releasing
         )
 
-    def holds(self, partition: int) -> bool:
-        return self._held.get(partition, 0.0) > self.clock() and partition not in self._releasing
-
     async def tick(self) -> None:
         started = self.clock()
         self.alive = await self.store.heartbeat(self.name, self.ttl)
@@ -105,8 +102,7 @@ class LeaseManager:
                 log_event(logger, "relay.leases.tick_failed", level=logging.WARNING, error=str(exc))
             if self.current() != before:
                 on_change()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            await sleep_until_stopped(stop, interval)
 
     async def leave(self) -> None:
         """Give every partition back at once (graceful shutdown: no waiting for expiry)."""

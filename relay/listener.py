@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from relay.aio import first_of, sleep_until_stopped
 from relay.log import log_event
 from relay.pgstore import DRIVER_ERRORS
 from relay.retry import Backoff
@@ -41,11 +42,9 @@ class PgListener:
         self.timeout = timeout
         self.application_name = application_name
         self.connected = False
-        self.notifications = 0
         self.reconnects = 0
 
     def _notified(self, *_: Any) -> None:
-        self.notifications += 1
         self.wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -81,14 +80,13 @@ class PgListener:
                         await asyncio.wait_for(conn.close(), 2)
                     conn.terminate()
             if not stop.is_set() and attempt:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.policy.delay(attempt))
+                await sleep_until_stopped(stop, self.policy.delay(attempt))
 
     async def _watch(
         self, conn: asyncpg.Connection, lost: asyncio.Event, stop: asyncio.Event
     ) -> None:
         while not stop.is_set():
-            await _first(lost.wait(), stop.wait(), within=self.health_interval)
+            await first_of(lost.wait(), stop.wait(), within=self.health_interval)
             if lost.is_set():
                 raise ConnectionResetError("LISTEN connection terminated")
             if stop.is_set():
@@ -98,13 +96,3 @@ class PgListener:
 
 def _set(event: asyncio.Event, *_: Any) -> None:
     event.set()
-
-
-async def _first(*aws: Any, within: float) -> None:
-    tasks = {asyncio.ensure_future(aw) for aw in aws}
-    try:
-        await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -48,10 +48,6 @@ class PubAcks:
         future.add_done_callback(lambda _: self._futures.pop(token, None))
         return f"{self._prefix}.{token}", future
 
-    @property
-    def pending(self) -> int:
-        return len(self._futures)
-
     async def _on_reply(self, msg: Msg) -> None:
         future = self._futures.get(msg.subject.rpartition(".")[2])
         if future is not None and not future.done():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from relay.aio import sleep_until_stopped
 from relay.errors import StoreError
 from relay.log import log_event
 from relay.ports import Store
@@ -44,8 +44,7 @@ async def run_purger(
                 log_event(logger, "relay.purge.deleted", rows=deleted)
         except StoreError as exc:
             log_event(logger, "relay.purge.failed", level=logging.WARNING, error=str(exc))
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await sleep_until_stopped(stop, interval)
 
 
 async def run_vacuum(
@@ -77,8 +76,7 @@ async def run_vacuum(
         return
     done = deleted()
     while not stop.is_set():
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), check_interval)
+        await sleep_until_stopped(stop, check_interval)
         if deleted() - done < every_rows:
             continue
         done = deleted()

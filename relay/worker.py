@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from relay.aio import first_of
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import PublishError, StoreError
 from relay.log import log_event
@@ -141,7 +142,7 @@ class Relay:
                 delay = await self.step()
                 if delay is None:
                     continue  # a full batch: more is waiting
-                await _wait_any(self.wakeup.wait(), asyncio.sleep(delay), stop.wait())
+                await first_of(self.wakeup.wait(), stop.wait(), within=delay)
         finally:
             await self.finish()
         log_event(logger, "relay.loop.stopped")
@@ -395,13 +396,3 @@ class Relay:
     @property
     def has_unwritten(self) -> bool:
         return not self._unwritten.empty() or self._writing is not None
-
-
-async def _wait_any(*aws: object) -> None:
-    tasks = [asyncio.ensure_future(aw) for aw in aws]  # type: ignore[call-overload]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,4 +1,5 @@
-"""The relay against real PostgreSQL and a real nats-server: guarantees 1-6 of DESIGN.md."""
+"""The relay against real PostgreSQL and a real nats-server: the guarantees README.md lists
+('Guarantees and their limits')."""
 
 from __future__ import annotations
 
