@@ -21,13 +21,16 @@ True
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
+
+from outbox_client.streams import StreamConfig
 
 #: Longest subject we send; the server's control line (subject + reply + sizes) is 4 KiB.
 MAX_SUBJECT_LENGTH = 1024
-#: Largest header block JetStream stores (a larger one is refused with error 10097).
-MAX_HEADER_BLOCK = 64 * 1024
+#: Largest header block JetStream stores: it keeps the length in 16 bits, and refuses a larger
+#: block with error 10097 (nats-server stream.go: ``len(hdr) > math.MaxUint16``).
+MAX_HEADER_BLOCK = 65_535
 #: Header names that steer the server; only the relay sets one (``Nats-Msg-Id``).
 RESERVED_HEADER_PREFIX = "nats-"
 
@@ -37,15 +40,19 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _BAD_VALUE = re.compile(r"[\r\n\0]")
 
 
-@lru_cache(maxsize=4096)
 def subject_problem(subject: str) -> str | None:
     """Why a producer may not publish to ``subject``, or ``None``."""
     if not isinstance(subject, str):
         return f"subject of type {type(subject).__name__}: a subject is a string"
+    if len(subject) > MAX_SUBJECT_LENGTH:  # before the cache: it keeps only short strings
+        return f"subject of {len(subject)} characters (limit {MAX_SUBJECT_LENGTH})"
+    return _subject_problem(subject)
+
+
+@lru_cache(maxsize=4096)
+def _subject_problem(subject: str) -> str | None:
     if not subject:
         return "empty subject"
-    if len(subject) > MAX_SUBJECT_LENGTH:
-        return f"subject of {len(subject)} characters (limit {MAX_SUBJECT_LENGTH})"
     if _FORBIDDEN_IN_SUBJECT & set(subject):
         return "subject contains whitespace or a wildcard (* or >)"
     if not subject.isprintable() or not subject.isascii():
@@ -58,6 +65,25 @@ def subject_problem(subject: str) -> str | None:
             f"subject in a reserved namespace ({tokens[0]}): producers may publish only to "
             "their own subjects"
         )
+    return None
+
+
+def route_problem(subject: str, streams: Iterable[StreamConfig]) -> str | None:
+    """Why the relay may not publish ``subject`` when it is configured with ``streams``: a
+    subject problem, or no configured stream captures it (a message there would reach no
+    stream, or whatever else listens on it). ``None`` when it may.
+
+    >>> from outbox_client.streams import DEFAULT_STREAMS
+    >>> route_problem("academic.course.created", DEFAULT_STREAMS) is None
+    True
+    >>> route_problem("payroll.salaries", DEFAULT_STREAMS)
+    "no configured stream captures 'payroll.salaries'"
+    """
+    problem = subject_problem(subject)
+    if problem is not None:
+        return problem
+    if not any(stream.captures(subject) for stream in streams):
+        return f"no configured stream captures {subject[:200]!r}"
     return None
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import nats.errors
 
 from outbox_client.nats_config import NATSConfig
+from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
 from relay.aio import sleep_until_stopped
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
-from relay.errors import PublishError, StoreError
+from relay.errors import PublishError, RelayError, StoreError
 from relay.http import HealthServer
 from relay.leases import LeaseManager
 from relay.listener import PgListener
@@ -27,27 +28,32 @@ from relay.purger import run_purger, run_vacuum
 from relay.retry import Backoff, RetryPolicies
 from relay.settings import RelaySettings
 from relay.stats import RelayStats
-from relay.streams import check_coverage, risky_settings
+from relay.streams import check_configured, risky_settings, unroutable
 from relay.worker import LoopConfig, Relay
 
 logger = logging.getLogger("relay.app")
 
 #: Re-publishes later than this after a publish are possible (crash, restart, outage).
 RETRY_HORIZON_SECONDS = 120.0
+#: Distinct waiting subjects the start-up check looks at.
+_WAITING_SUBJECTS = 1000
 
 
 class RelayApp:
-    """A running relay: ``await app.run(stop)`` until ``stop`` is set."""
+    """A running relay: ``await app.run(stop)`` until ``stop`` is set. ``streams`` are the
+    streams it is configured with: it publishes only subjects they capture."""
 
     def __init__(
         self,
         settings: RelaySettings,
         nats_config: NATSConfig,
         *,
+        streams: Sequence[StreamConfig] = DEFAULT_STREAMS,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         self.settings = settings
         self.nats_config = nats_config
+        self.streams = tuple(streams)
         self.policies = RetryPolicies.from_bounds(
             settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
         )
@@ -63,6 +69,7 @@ class RelayApp:
         )
         self.publisher = NatsPublisher(
             nats_config,
+            streams=self.streams,
             max_in_flight=settings.max_in_flight,
             publish_timeout=settings.publish_timeout_seconds,
             checkpoints=checkpoints,
@@ -125,14 +132,15 @@ class RelayApp:
             log_event(logger, "relay.stopped", published=self.stats.published)
 
     async def _check_streams(self, stop: asyncio.Event) -> bool:
-        """Refuse to start if a subject has no stream; a slow or unreachable JetStream API
-        (timeouts, elections) is waited out, not fatal. False when stopped first."""
+        """Refuse to start if a configured stream is missing; a slow or unreachable JetStream
+        API (timeouts, elections) is waited out, not fatal. False when stopped first."""
         attempt = 0
         while not stop.is_set():
             js = self.publisher.jetstream
             try:
-                await check_coverage(js)
+                await check_configured(js, self.streams)
                 warnings = await risky_settings(js, RETRY_HORIZON_SECONDS)
+                warnings += await self._unroutable_waiting()
             except (TimeoutError, nats.errors.Error) as exc:
                 attempt += 1
                 delay = self.policies.nats_unavailable.delay(attempt)
@@ -146,6 +154,23 @@ class RelayApp:
                 log_event(logger, "relay.config.risky", level=logging.WARNING, detail=warning)
             return True
         return False
+
+    async def _unroutable_waiting(self) -> list[str]:
+        """Rows already waiting that the relay will quarantine, not publish: worth a warning
+        at start (a mistyped subject, a stream missing from RELAY_STREAMS_FILE), never a
+        refusal to start: a row must not be able to stop the relay."""
+        try:
+            waiting = await self.store.waiting_subjects(_WAITING_SUBJECTS)
+        except StoreError as exc:
+            return [f"cannot list the subjects of waiting rows: {exc}"]
+        refused = unroutable(waiting, self.streams)
+        if not refused:
+            return []
+        shown = ", ".join(repr(subject[:80]) for subject in refused[:5])
+        return [
+            f"{len(refused)} subject(s) of waiting rows will be quarantined, not published "
+            f"(reserved, malformed, or no configured stream captures them): {shown}"
+        ]
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: connected to NATS and PostgreSQL, and visible rows do not sit unpublished."""
@@ -222,6 +247,8 @@ class RelayApp:
                 for task in background:
                     if task.done():
                         task.result()
+            elif not stop.is_set():
+                _loop_died(loop)
             await stop.wait()
             try:
                 await asyncio.wait_for(asyncio.shield(loop), self.settings.shutdown_timeout_seconds)
@@ -257,6 +284,19 @@ class RelayApp:
 
     def _count_purged(self, rows: int) -> None:
         self.stats.purged += rows
+
+
+def _loop_died(loop: asyncio.Task[None]) -> None:
+    """The publishing loop ended without being asked to: end the process (non-zero) rather
+    than stay up, healthy-looking, publishing nothing."""
+    exc = None if loop.cancelled() else loop.exception()
+    error = f"{type(exc).__name__}: {exc}"[:500] if exc else "stopped"
+    # A bug, not a user's mistake: the traceback goes to the log.
+    logger.error("relay.loop.crashed", exc_info=exc, extra={"event_fields": {"error": error}})
+    raise RelayError(
+        "the publishing loop stopped unexpectedly "
+        f"({type(exc).__name__ if exc else 'no error'}): see the relay.loop.crashed log entry"
+    ) from exc
 
 
 async def _until_connected(

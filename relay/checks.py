@@ -1,21 +1,66 @@
-"""Checks made before a message is sent, because the server answers these by dropping the
-connection (and nats-py then does not reconnect)."""
+"""What the relay lets out, checked before a row is sent: the message policy of
+:mod:`outbox_client.policy` (reserved subjects and headers, sizes) plus the relay's own routes
+(a subject no configured stream captures is never published). A row that fails is poison:
+quarantined with the reason, never sent, never retried.
+
+Rows come from a table any producer role may insert into, so nothing of a row is trusted until
+it has passed here: the headers may be any JSON value, the subject any text.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from outbox_client.headers import Header
-from outbox_client.policy import header_block_size, subject_problem
+from outbox_client.policy import (
+    MAX_HEADER_BLOCK,
+    header_block_size,
+    headers_problem,
+    route_problem,
+)
+from outbox_client.streams import StreamConfig
 from relay.ports import Failure, OutboxRow, Verdict
 
-_BAD_VALUE = re.compile(r"[\r\n\0]")
+#: Subjects whose verdict is remembered; past this the memory is cleared (hostile rows may
+#: bring many distinct subjects, ordinary traffic few).
+_REMEMBERED_SUBJECTS = 10_000
+
+
+class Admission:
+    """Decides, per row, whether the relay may publish it; ``streams`` are the relay's."""
+
+    def __init__(self, streams: Sequence[StreamConfig]) -> None:
+        if not streams:
+            raise ValueError("the relay needs at least one configured stream")
+        self.streams = tuple(streams)
+        self._routes: dict[str, str | None] = {}
+
+    def refusal(self, row: OutboxRow) -> Failure | None:
+        """A poison verdict when the stored row may not be published, else ``None``."""
+        problem = self._route_problem(row.subject)
+        if problem is not None:
+            return Failure(Verdict.POISON, f"invalid subject: {problem}")
+        problem = headers_problem(row.headers)
+        if problem is not None:
+            return Failure(Verdict.POISON, f"invalid headers: {problem}")
+        return None
+
+    def _route_problem(self, subject: str) -> str | None:
+        try:
+            return self._routes[subject]
+        except KeyError:
+            pass
+        problem = route_problem(subject, self.streams)
+        if len(self._routes) >= _REMEMBERED_SUBJECTS:
+            self._routes.clear()
+        self._routes[subject] = problem
+        return problem
 
 
 def outgoing_headers(row: OutboxRow) -> dict[str, str]:
     """Stored headers plus ``Nats-Msg-Id = event_id``, which the relay always sets (with the
-    replay's label after a colon when ``replay --fresh-ids`` marked the row)."""
+    replay's label after a colon when ``replay --fresh-ids`` marked the row); call it only for
+    a row :meth:`Admission.refusal` let through."""
     headers = dict(row.headers)
     replay = headers.get(Header.REPLAY.value)
     msg_id = str(row.event_id)
@@ -23,16 +68,14 @@ def outgoing_headers(row: OutboxRow) -> dict[str, str]:
     return headers
 
 
-def precheck(row: OutboxRow, headers: Mapping[str, str], max_payload: int) -> Failure | None:
-    """A poison verdict when the message can never be sent as it is, else ``None``."""
-    problem = subject_problem(row.subject)
-    if problem:
-        return Failure(Verdict.POISON, f"invalid subject: {problem}")
-    # nats-py rejects bad keys itself (BadHeaderError, a poison verdict) but silently turns
-    # CR/LF in values into spaces: refuse those here. One scan over all values.
-    if _BAD_VALUE.search("".join(headers.values())):
-        return Failure(Verdict.POISON, "invalid header value: CR, LF or NUL in it")
-    size = len(row.payload) + header_block_size(headers)
+def oversize(row: OutboxRow, headers: Mapping[str, str], max_payload: int) -> Failure | None:
+    """Poison when the outgoing headers (the relay's own added) pass JetStream's header limit,
+    or payload and headers together the server's ``max_payload``: the server would answer the
+    latter by dropping the connection (nats-py checks the payload alone)."""
+    block = header_block_size(headers)
+    if block > MAX_HEADER_BLOCK:
+        return Failure(Verdict.POISON, f"header block of {block} bytes (limit {MAX_HEADER_BLOCK})")
+    size = len(row.payload) + block
     if size > max_payload:
         return Failure(
             Verdict.POISON,

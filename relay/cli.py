@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     mode = check.add_mutually_exclusive_group()
     mode.add_argument("--live", action="store_true", help="only: is the relay process alive")
     mode.add_argument("--direct", action="store_true", help="no relay needed: can PostgreSQL "
-                      "and NATS be reached and do streams cover every subject")  # fmt: skip
+                      "and NATS be reached and do the configured streams exist")  # fmt: skip
     status = sub.add_parser("status", help="backlog, oldest unsent event, quarantined, streams")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 

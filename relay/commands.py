@@ -24,7 +24,7 @@ from relay.errors import ConfigError, PublishError, RelayError, StoreError
 from relay.natspublisher import NatsPublisher
 from relay.pgstore import PgStore
 from relay.settings import load
-from relay.streams import apply_streams, check_coverage
+from relay.streams import apply_streams, check_configured
 
 
 def _streams_file(path: Path | None) -> Path | None:
@@ -36,7 +36,8 @@ async def run(
     overrides: dict[str, Any], stop: asyncio.Event, checkpoints: Checkpoints = NO_CHECKPOINTS
 ) -> int:
     settings, nats_config = load(overrides)
-    await RelayApp(settings, nats_config, checkpoints=checkpoints).run(stop)
+    streams = load_streams(_streams_file(None))
+    await RelayApp(settings, nats_config, streams=streams, checkpoints=checkpoints).run(stop)
     return 0
 
 
@@ -68,7 +69,9 @@ async def _connected() -> tuple[PgStore, NatsPublisher]:
     settings, nats_config = load()
     store = PgStore(settings.dsn, pool_size=2)
     await store.open()
-    publisher = NatsPublisher(nats_config, max_in_flight=1, publish_timeout=5)
+    publisher = NatsPublisher(
+        nats_config, streams=load_streams(_streams_file(None)), max_in_flight=1, publish_timeout=5
+    )
     try:
         await publisher.connect()
     except RelayError:
@@ -94,7 +97,7 @@ def probe(path: str) -> int:
 
 
 async def check() -> int:
-    """0 when PostgreSQL and NATS answer and the streams cover the catalog, else 1."""
+    """0 when PostgreSQL and NATS answer and the configured streams exist, else 1."""
     try:
         store, publisher = await _connected()
     except RelayError as exc:
@@ -102,7 +105,7 @@ async def check() -> int:
         return 1
     try:
         await store.backlog()
-        await check_coverage(publisher.jetstream)
+        await check_configured(publisher.jetstream, load_streams(_streams_file(None)))
     except (StoreError, ConfigError) as exc:
         print(f"not ok: {exc}")
         return 1

@@ -15,9 +15,10 @@ from nats.js import JetStreamContext
 
 from outbox_client.headers import Header
 from outbox_client.nats_config import NATSConfig
+from outbox_client.streams import StreamConfig
 from outbox_client.tracing import relay_span_headers
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
-from relay.checks import outgoing_headers, precheck
+from relay.checks import Admission, outgoing_headers, oversize
 from relay.classify import classify
 from relay.errors import PublishError
 from relay.log import log_event
@@ -38,11 +39,13 @@ class NatsPublisher:
         self,
         config: NATSConfig,
         *,
+        streams: Sequence[StreamConfig],
         max_in_flight: int,
         publish_timeout: float,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         self.config = config
+        self.admission = Admission(streams)
         self.max_in_flight = max_in_flight
         self.publish_timeout = publish_timeout
         self.checkpoints = checkpoints
@@ -154,12 +157,16 @@ class NatsPublisher:
         futures: dict[asyncio.Future[Msg], int] = {}
         tracing = self.config.enable_tracing
         for index, row in enumerate(rows):
+            refused = self.admission.refusal(row)
+            if refused is not None:
+                results[index] = refused
+                continue
             headers = outgoing_headers(row)
             if tracing and _TRACEPARENT in headers:
                 headers = relay_span_headers(headers, row.subject)
-            problem = precheck(row, headers, max_payload)
-            if problem is not None:
-                results[index] = problem
+            refused = oversize(row, headers, max_payload)
+            if refused is not None:
+                results[index] = refused
                 continue
             reply, future = self._acks.expect()
             try:

@@ -36,8 +36,29 @@ def application_name(instance: str) -> str:
     return f"vertector-relay/{instance}"[:63]
 
 
+class UnreadableJson:
+    """A stored JSON value Python cannot read back (nested deeper than Python's recursion
+    limit, an integer of thousands of digits): the row is then quarantined for its headers
+    (they are not an object), never a crash of the loop."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = f"{type(error).__name__}: {error}"[:200]
+
+    def __repr__(self) -> str:
+        return f"UnreadableJson({self.error!r})"
+
+
+def _decode_json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError) as exc:
+        return UnreadableJson(exc)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=_decode_json, schema="pg_catalog"
+    )
 
 
 def _row(r: asyncpg.Record) -> OutboxRow:
@@ -191,6 +212,10 @@ class PgStore:
         leases = await self._call("fetch", "lease_status")
         instances = await self._call("fetch", "instance_status")
         return leases, instances
+
+    async def waiting_subjects(self, limit: int) -> list[str]:
+        """Distinct subjects of unsent, unquarantined rows (at most ``limit``)."""
+        return [r["subject"] for r in await self._call("fetch", "waiting_subjects", limit)]
 
     async def backlog(self) -> Backlog:
         r = await self._call("fetchrow", "backlog")

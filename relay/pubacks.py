@@ -59,9 +59,11 @@ def read_puback(msg: Msg) -> PublishResult:
     if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS and not msg.data:
         return classify(nats.js.errors.NoStreamResponseError())
     try:
-        body: dict[str, Any] = json.loads(msg.data)
-    except ValueError:
-        return Failure(Verdict.TRANSIENT, "unreadable PubAck")
+        body: Any = json.loads(msg.data)
+    except (ValueError, RecursionError):
+        return _not_a_puback(msg)
+    if not isinstance(body, dict):
+        return _not_a_puback(msg)
     error = body.get("error")
     if isinstance(error, dict):
         return classify(
@@ -71,9 +73,18 @@ def read_puback(msg: Msg) -> PublishResult:
                 description=error.get("description"),
             )
         )
-    if "stream" not in body or "seq" not in body:
-        return Failure(Verdict.TRANSIENT, "unreadable PubAck")
+    stream, seq = body.get("stream"), body.get("seq")
+    if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool):
+        return _not_a_puback(msg)
     # A first publish has no "duplicate" field; a re-publish dropped as a duplicate has true.
-    return Ack(
-        stream=str(body["stream"]), seq=int(body["seq"]), duplicate=bool(body.get("duplicate"))
+    return Ack(stream=stream, seq=seq, duplicate=bool(body.get("duplicate")))
+
+
+def _not_a_puback(msg: Msg) -> Failure:
+    # Something other than JetStream answered on the subject (a service, a forged reply): the
+    # message reached no stream we know of, and re-sending it would reach the same answer.
+    status = msg.headers.get(_STATUS, "") if msg.headers else ""
+    detail = f"status {status[:20]!r}, " if status else ""
+    return Failure(
+        Verdict.POISON, f"reply is not a PubAck ({detail}{len(msg.data)} bytes): not a stream"
     )

@@ -1,5 +1,9 @@
-"""Streams as code: create or update them, check that they capture every event subject, and
-warn about server settings that can lose acknowledged messages."""
+"""Streams as code: create or update them, check at start that the relay's configured streams
+exist, and warn about server settings that can lose acknowledged messages.
+
+The relay is domain-free: it knows the streams it is configured with (``RELAY_STREAMS_FILE``,
+or the product's defaults), never an event catalog, and publishes any subject they capture.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from outbox_client.events import ALL_EVENTS, event_type_of
+from outbox_client.policy import route_problem
 from outbox_client.streams import StreamConfig
 from relay.errors import ConfigError, StreamCoverageError
 
@@ -95,27 +99,22 @@ async def apply_streams(js: JetStreamContext, specs: Sequence[StreamConfig]) -> 
     return results
 
 
-def catalog_subjects() -> list[str]:
-    return sorted(event_type_of(cls) for cls in ALL_EVENTS)
-
-
-async def check_coverage(js: JetStreamContext, subjects: Iterable[str] | None = None) -> None:
-    """Raise :class:`StreamCoverageError` naming every catalog subject no stream captures."""
-    streams = [info.config for info in await js.streams_info()]
-    specs = [
-        StreamConfig(name=s.name, subjects=tuple(s.subjects or ["-"]))
-        for s in streams
-        if s.name and s.subjects
-    ]
-    missing = [
-        subject for subject in (subjects or catalog_subjects())
-        if not any(spec.captures(subject) for spec in specs)
-    ]  # fmt: skip
+async def check_configured(js: JetStreamContext, specs: Sequence[StreamConfig]) -> None:
+    """Raise :class:`StreamCoverageError` naming every configured stream the server lacks."""
+    have = {info.config.name for info in await js.streams_info()}
+    missing = [spec.name for spec in specs if spec.name not in have]
     if missing:
         raise StreamCoverageError(
-            f"no stream captures {', '.join(missing)}: run `vertector-relay streams apply` "
-            "(or add the subjects to a stream) before starting the relay"
+            f"configured stream(s) {', '.join(missing)} do not exist: run `vertector-relay "
+            "streams apply` (or set RELAY_STREAMS_FILE to the streams you have) before starting "
+            "the relay"
         )
+
+
+def unroutable(subjects: Iterable[str], specs: Sequence[StreamConfig]) -> list[str]:
+    """The ``subjects`` (of rows waiting in the outbox) the relay will quarantine rather than
+    publish: reserved, malformed, or captured by no configured stream."""
+    return [subject for subject in subjects if route_problem(subject, specs) is not None]
 
 
 async def risky_settings(js: JetStreamContext, retry_horizon_seconds: float) -> list[str]:

@@ -38,12 +38,19 @@ async def apply_default_streams(url: str, specs: Sequence[StreamConfig] = DEFAUL
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    database_url: str, nats_url: str, **settings: Any
+    database_url: str,
+    nats_url: str,
+    *,
+    streams: Sequence[StreamConfig] = DEFAULT_STREAMS,
+    **settings: Any,
 ) -> AsyncIterator[RelayApp]:
-    """A RelayApp running as a task; stopped (gracefully) on exit."""
+    """A RelayApp configured with ``streams``, running as a task; stopped (gracefully) on
+    exit."""
     settings.setdefault("metrics_port", 0)  # several relays may run in one test process
     app = RelayApp(
-        RelaySettings(database_url=database_url, **settings), NATSConfig(servers=[nats_url])
+        RelaySettings(database_url=database_url, **settings),
+        NATSConfig(servers=[nats_url]),
+        streams=streams,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop))

@@ -78,6 +78,14 @@ SELECT count(*) AS pending,
 FROM outbox_events
 WHERE sent_at IS NULL AND quarantined_at IS NULL
 
+-- waiting_subjects --
+-- Start-up check: the subjects rows are waiting for, to name those no configured stream takes
+-- (cut short: a hostile subject may be megabytes long; the relay refuses anything past 1 KiB).
+SELECT DISTINCT left(subject, 1025) AS subject
+FROM outbox_events
+WHERE sent_at IS NULL AND quarantined_at IS NULL
+LIMIT $1
+
 -- quarantined_list --
 -- Admin: quarantined events, newest first, optionally filtered by type and age.
 SELECT id, event_id, event_type, subject, partition_key, attempts, last_error,

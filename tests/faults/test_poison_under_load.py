@@ -27,7 +27,7 @@ from tests.relayrun import engine
 POISON = {
     "academic.course.*": "wildcard",
     "academic course.updated": "whitespace",
-    "nowhere.to.go": "gave up after 3 attempts",
+    "nowhere.to.go": "no configured stream captures",
     "academic.course.created": "over the server's max_payload",
 }
 

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from outbox_client import CourseCreatedEvent, CourseUpdatedEvent, enqueue
+from outbox_client import CourseCreatedEvent, CourseUpdatedEvent, NoteCreatedEvent, enqueue
 from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
 from relay.errors import StreamCoverageError
 from tests.harness import asyncpg_url
@@ -179,7 +179,7 @@ async def test_poison_is_quarantined_while_healthy_events_flow(
     assert "over the server's max_payload" in reasons["academic.course.created"]
     assert "wildcard" in reasons["academic.course.*"]
     assert "whitespace" in reasons["academic course.updated"]
-    assert "gave up after 3 attempts" in reasons["nowhere.to.go"]
+    assert "no configured stream captures 'nowhere.to.go'" in reasons["nowhere.to.go"]
     assert event_ids(await stream_messages(nats_url)) == [e.event_id for e in healthy]
 
 
@@ -223,13 +223,74 @@ async def test_sent_rows_are_purged_after_retention(database_url: str, nats_url:
     assert await pg_rows(database_url, "SELECT 1 FROM outbox_events") == []
 
 
-async def test_run_refuses_to_start_when_a_subject_has_no_stream(
+async def test_run_refuses_to_start_when_a_configured_stream_is_missing(
     database_url: str, nats_url: str
 ) -> None:
     await apply_default_streams(nats_url, [s for s in DEFAULT_STREAMS if s.name != "NOTES_EVENTS"])
-    with pytest.raises(StreamCoverageError, match=r"notes\.created.*streams apply"):
+    with pytest.raises(StreamCoverageError, match=r"NOTES_EVENTS.*streams apply"):
         async with running_relay(database_url, nats_url):
             await asyncio.sleep(5)
+
+
+async def test_a_relay_configured_with_one_stream_relays_what_it_captures(
+    database_url: str, nats_url: str
+) -> None:
+    """Domain-free: the relay checks the streams it is configured with, not an event catalog,
+    and relays an event type it has never heard of."""
+    courses = StreamConfig(name="T_COURSES", subjects=("academic.course.>",))
+    await apply_default_streams(nats_url, [courses])
+    events = [update(f"D{i}") for i in range(5)]
+    unknown_type = uuid.uuid4()
+    async with (
+        engine(database_url) as eng,
+        running_relay(database_url, nats_url, streams=[courses]) as app,
+    ):
+        await produce(eng, events)
+        async with eng.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox_events (event_id, event_type, subject, partition_key, payload)"
+                    " VALUES (:id, 'academic.course.archived', 'academic.course.archived', 'D0',"
+                    " '\\x7b7d')"
+                ),
+                {"id": unknown_type},
+            )
+        assert await wait_for_messages(nats_url, 6, stream="T_COURSES") == 6
+    stored = event_ids(await stream_messages(nats_url, "T_COURSES"))
+    assert stored == [e.event_id for e in events] + [unknown_type]
+    assert not app.stats.quarantined
+
+
+async def test_a_stream_deleted_under_a_running_relay_is_given_up_on_after_retries(
+    database_url: str, nats_url: str
+) -> None:
+    """'No responders' for a configured stream is retried (an election looks the same); once
+    JetStream's API confirms the stream is gone, its events are quarantined, others flow."""
+    await apply_default_streams(nats_url)
+    async with (
+        engine(database_url) as eng,
+        running_relay(
+            database_url, nats_url, no_stream_max_attempts=3, retry_backoff_seconds=0.05
+        ) as app,
+    ):
+        await produce(eng, [update("G0")])
+        assert await wait_for_messages(nats_url, 1) == 1  # the relay is past its start-up check
+        async with jetstream(nats_url) as js:
+            await js.delete_stream("NOTES_EVENTS")
+        await produce(eng, [NoteCreatedEvent(note_id="n1", author_id="a", title="t")])
+        await produce(eng, [update("G1")])
+        assert await wait_for_messages(nats_url, 2) == 2
+        for _ in range(200):
+            if sum(app.stats.quarantined.values()) == 1:
+                break
+            await asyncio.sleep(0.05)
+    rows = await pg_rows(
+        database_url,
+        "SELECT subject, last_error FROM outbox_events WHERE quarantined_at IS NOT NULL",
+    )
+    assert [(r["subject"], "gave up after 3 attempts" in r["last_error"]) for r in rows] == [
+        ("notes.created", True)
+    ], rows
 
 
 async def test_streams_apply_is_idempotent_and_reports_changes(nats_url: str) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from outbox_client.policy import header_block_size as header_size
 from outbox_client.policy import subject_problem
-from relay.checks import outgoing_headers, precheck
+from outbox_client.streams import DEFAULT_STREAMS
+from relay.checks import Admission, outgoing_headers, oversize
 from relay.classify import classify
 from relay.ports import OutboxRow, Verdict
 from relay.queries import all_queries, query
@@ -53,22 +54,36 @@ def test_subject_problems(subject: str, problem: str | None) -> None:
 
 
 def test_msg_id_is_always_the_event_id() -> None:
-    r = row(**{"Nats-Msg-Id": "forged"})
+    r = row(**{"Vertector-Correlation-Id": "c"})
     assert outgoing_headers(r)["Nats-Msg-Id"] == str(r.event_id)
+
+
+def test_a_forged_msg_id_is_refused_not_overwritten() -> None:
+    failure = Admission(DEFAULT_STREAMS).refusal(row(**{"Nats-Msg-Id": "forged"}))
+    assert failure is not None and failure.verdict is Verdict.POISON
+    assert "reserved" in failure.reason
 
 
 def test_oversize_counts_the_headers() -> None:
     r = row(payload=b"x" * 1000)
     headers = outgoing_headers(r)
-    assert precheck(r, headers, 1000 + header_size(headers)) is None
-    failure = precheck(r, headers, 1000 + header_size(headers) - 1)
+    assert oversize(r, headers, 1000 + header_size(headers)) is None
+    failure = oversize(r, headers, 1000 + header_size(headers) - 1)
     assert failure is not None and failure.verdict is Verdict.POISON
     assert "over the server's max_payload" in failure.reason
 
 
+def test_the_outgoing_header_block_is_held_to_jetstreams_limit() -> None:
+    # Stored headers just under the limit; the relay's Nats-Msg-Id takes them over it.
+    r = row(**{"Vertector-Padding": "x" * (65_535 - 12 - 4 - len("Vertector-Padding"))})
+    assert Admission(DEFAULT_STREAMS).refusal(r) is None
+    failure = oversize(r, outgoing_headers(r), 10_000_000)
+    assert failure is not None and "header block of" in failure.reason
+
+
 def test_header_values_with_line_breaks_are_poison() -> None:
     r = row(**{"Vertector-Correlation-Id": "a\r\nInjected: yes"})
-    failure = precheck(r, outgoing_headers(r), 1_000_000)
+    failure = Admission(DEFAULT_STREAMS).refusal(r)
     assert failure is not None and failure.verdict is Verdict.POISON
 
 

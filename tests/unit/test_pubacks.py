@@ -37,5 +37,7 @@ def test_no_responders_and_garbage() -> None:
     no_responders = read_puback(reply(headers={"Status": "503"}))
     assert isinstance(no_responders, Failure) and no_responders.verdict is Verdict.NO_STREAM
     garbage = Msg(_client=None, subject="x", data=b"{not json")  # type: ignore[arg-type]
-    assert read_puback(garbage) == Failure(Verdict.TRANSIENT, "unreadable PubAck")
-    assert read_puback(reply({"what": 1})) == Failure(Verdict.TRANSIENT, "unreadable PubAck")
+    for answer in (garbage, reply({"what": 1}), reply([1]), reply({"stream": "S", "seq": "7"})):
+        result = read_puback(answer)
+        assert isinstance(result, Failure) and result.verdict is Verdict.POISON, answer
+        assert "reply is not a PubAck" in result.reason
