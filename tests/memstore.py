@@ -248,6 +248,12 @@ def backlog(db: MemoryDatabase, now: datetime) -> Record:
     }
 
 
+@sql("fetch")
+def waiting_subjects(db: MemoryDatabase, now: datetime, limit: int) -> list[Record]:
+    subjects = dict.fromkeys(r.subject[:1025] for r in db.visible() if r.pending)
+    return [{"subject": subject} for subject in list(subjects)[:limit]]
+
+
 @sql("fetchval")
 def heartbeat(db: MemoryDatabase, now: datetime, name: str, ttl: float) -> int:
     cutoff = now - timedelta(seconds=ttl)
