@@ -28,6 +28,7 @@ from outbox_client.dburl import asyncpg_sqlalchemy_url
 from outbox_client.nats_config import NATSConfig
 from outbox_client.streams import DEFAULT_STREAMS
 from relay import schema
+from relay.aio import sleep_until_stopped
 from relay.app import RelayApp
 from relay.log import setup_logging
 from relay.settings import RelaySettings
@@ -192,8 +193,7 @@ async def _run(
     progress = Progress(sys.stdout.isatty())
     try:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), progress.interval)
+            await sleep_until_stopped(stop, progress.interval)
             if producer.done() and not produce_seconds:
                 produce_seconds = time.monotonic() - produce_started
                 producer.result()
