@@ -164,10 +164,9 @@ class PgStore:
         if self.checkpoints.armed("mid_mark"):
             return await self._crash_mid_mark(sent)
         if not self.keep_sent:
-            status = await self._call(
-                "execute", "delete_sent", [s.row_id for s in sent], self.owner
+            return int(
+                await self._call("fetchval", "delete_sent", [s.row_id for s in sent], self.owner)
             )
-            return int(status.split()[-1])
         status = await self._call(
             "execute",
             "mark_sent",
@@ -181,11 +180,11 @@ class PgStore:
     async def _crash_mid_mark(self, sent: Sequence[Sent]) -> int:
         # Fault suite only: the statement is on the wire when the process dies.
         task = asyncio.ensure_future(
-            self._call("execute", "delete_sent", [s.row_id for s in sent], self.owner)
+            self._call("fetchval", "delete_sent", [s.row_id for s in sent], self.owner)
         )
         await asyncio.sleep(0)
         self.checkpoints.reached("mid_mark")
-        return int((await task).split()[-1])
+        return int(await task)
 
     async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None:
         await self._call(
@@ -198,8 +197,7 @@ class PgStore:
         )
 
     async def purge(self, older_than_seconds: float, limit: int) -> int:
-        status = await self._call("execute", "purge_sent", older_than_seconds, limit)
-        return int(status.split()[-1])
+        return int(await self._call("fetchval", "purge_sent", older_than_seconds, limit))
 
     async def vacuum(self) -> None:
         await self._call("execute", "vacuum")

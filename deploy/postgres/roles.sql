@@ -1,7 +1,14 @@
--- Least-privilege roles for the outbox. Run once per database, as the owner of the schema,
--- after `alembic upgrade head`. Idempotent. Then give login users these roles, e.g.:
+-- Least-privilege roles for the outbox. Run as the owner of the schema, after
+-- `vertector-relay migrate` (or `alembic upgrade head`), and again after every upgrade.
+-- Idempotent; PostgreSQL 15 or later. Then give login users these roles, e.g.:
 --   CREATE ROLE relay_svc LOGIN PASSWORD '...' IN ROLE vertector_relay;
 --   CREATE ROLE schedule_svc LOGIN PASSWORD '...' IN ROLE vertector_producer;
+--   CREATE ROLE "notes-service" LOGIN PASSWORD '...' IN ROLE vertector_consumer;
+-- A consumer's login is named like its inbox consumer (`Inbox(engine, "notes-service")`), or
+-- is a member of a role of that name (two logins in one such role let you rotate passwords):
+-- row-level security lets a role reach only the inbox rows of consumers it is.
+-- Admin commands that delete unsent rows (`vertector-relay dead-letters purge`) run as the
+-- owner: the relay's role cannot.
 
 DO $$
 BEGIN
@@ -19,11 +26,16 @@ $$;
 
 GRANT USAGE ON SCHEMA public TO vertector_relay, vertector_producer, vertector_consumer;
 
--- The relay reads rows, records PubAcks and quarantines (those columns only), deletes sent
--- rows, and LISTENs (which needs no grant). It cannot insert events or touch other tables.
-GRANT SELECT, DELETE ON outbox_events TO vertector_relay;
+-- The relay reads rows, records PubAcks and quarantines (those columns only) and LISTENs
+-- (which needs no grant). It cannot insert events or touch other tables, and it has no DELETE:
+-- it deletes only through two functions (migration 0004), rows JetStream acknowledged in
+-- partitions it holds a live lease on, and rows marked sent before the retention period.
+GRANT SELECT ON outbox_events TO vertector_relay;
+REVOKE DELETE ON outbox_events FROM vertector_relay;  -- granted by earlier versions of this file
 GRANT UPDATE (sent_at, stream, stream_seq, attempts, last_error, quarantined_at)
     ON outbox_events TO vertector_relay;
+GRANT EXECUTE ON FUNCTION outbox_delete_acked(bigint[], text) TO vertector_relay;
+GRANT EXECUTE ON FUNCTION outbox_purge_sent(float8, integer) TO vertector_relay;
 -- ... and shares partitions with the other relays.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_instances TO vertector_relay;
 GRANT SELECT, UPDATE (owner, epoch, expires_at) ON outbox_relay_leases TO vertector_relay;
@@ -43,5 +55,15 @@ GRANT INSERT (event_id, event_type, subject, partition_key, payload, headers)
     ON outbox_events TO vertector_producer;
 GRANT USAGE ON SEQUENCE outbox_events_id_seq TO vertector_producer;
 
--- A consumer records what it applied in its inbox.
+-- A consumer records what it applied in its inbox, and reaches only its own rows: those whose
+-- `consumer` is the name of its login role or of a role it is a member of. The policy holds
+-- for every role but the table's owner (and superusers), so another service's role can neither
+-- read, forge (skip an event) nor delete (re-apply an event) this consumer's records.
 GRANT SELECT, INSERT, DELETE ON outbox_inbox TO vertector_consumer;
+ALTER TABLE outbox_inbox ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS outbox_inbox_own_rows ON outbox_inbox;
+CREATE POLICY outbox_inbox_own_rows ON outbox_inbox
+    USING (consumer IN (SELECT rolname FROM pg_roles
+                        WHERE pg_has_role(current_user, oid, 'MEMBER')))
+    WITH CHECK (consumer IN (SELECT rolname FROM pg_roles
+                             WHERE pg_has_role(current_user, oid, 'MEMBER')));

@@ -42,11 +42,10 @@ WHERE o.id = a.id AND o.sent_at IS NULL
 
 -- delete_sent --
 -- With no retention, a PubAck deletes the row: cheaper than an UPDATE, which would copy the
--- whole row (payload included) into a new version.
-DELETE FROM outbox_events AS o
-USING outbox_relay_leases AS l
-WHERE o.id = ANY($1::bigint[])
-  AND l.partition = o.partition AND l.owner = $2 AND l.expires_at > now()
+-- whole row (payload included) into a new version. Fenced like mark_sent, through a function
+-- (migration 0004): the relay's role has no DELETE on the table, so it cannot remove an unsent
+-- row with a statement of its own.
+SELECT outbox_delete_acked($1::bigint[], $2::text)
 
 -- record_failures --
 UPDATE outbox_events AS o
@@ -62,13 +61,8 @@ WHERE o.id = q.id AND o.sent_at IS NULL
   AND l.partition = o.partition AND l.owner = $3 AND l.expires_at > now()
 
 -- purge_sent --
-DELETE FROM outbox_events
-WHERE id IN (
-    SELECT id FROM outbox_events
-    WHERE sent_at < now() - make_interval(secs => $1)
-    ORDER BY sent_at
-    LIMIT $2
-)
+-- Sent rows older than $1 seconds, $2 at most, oldest first (a function, like delete_sent).
+SELECT outbox_purge_sent($1::float8, $2::integer)
 
 -- backlog --
 -- pending: committed unsent rows; oldest_age_seconds: age of the oldest of them.

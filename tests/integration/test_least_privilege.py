@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -11,9 +12,10 @@ import nats
 import nats.errors
 import pytest
 from nats.js.errors import APIError
+from sqlalchemy.exc import DBAPIError
 
 from devtools.servers import EmbeddedNats, server_dir
-from outbox_client import CourseUpdatedEvent
+from outbox_client import CourseUpdatedEvent, Inbox
 from outbox_client.nats_config import NATSConfig
 from relay.app import RelayApp
 from relay.settings import RelaySettings
@@ -23,17 +25,25 @@ from tests.relayrun import apply_default_streams, engine, produce, running_relay
 ROOT = Path(__file__).resolve().parents[2]
 
 
+LOGINS = (
+    ("relay_svc", "vertector_relay"),
+    ("schedule_svc", "vertector_producer"),
+    # Consumers log in under their inbox consumer's name, or as a member of a role of that name.
+    ("notes-service", "vertector_consumer"),
+    ("grades-service", "vertector_consumer"),
+    ("notes_rotated", '"notes-service", vertector_consumer'),
+)
+
+
 async def setup_roles(database_url: str) -> None:
     conn = await asyncpg.connect(asyncpg_url(database_url))
     try:
         await conn.execute((ROOT / "deploy/postgres/roles.sql").read_text())
-        for user, role in (
-            ("relay_svc", "vertector_relay"),
-            ("schedule_svc", "vertector_producer"),
-        ):
+        await conn.execute((ROOT / "deploy/postgres/roles.sql").read_text())  # idempotent
+        for user, roles in LOGINS:  # roles are cluster-wide: earlier tests may have made them
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
             if not exists:
-                await conn.execute(f"CREATE ROLE {user} LOGIN IN ROLE {role}")
+                await conn.execute(f'CREATE ROLE "{user}" LOGIN IN ROLE {roles}')
     finally:
         await conn.close()
 
@@ -41,6 +51,10 @@ async def setup_roles(database_url: str) -> None:
 def as_user(database_url: str, user: str) -> str:
     scheme, rest = database_url.split("://", 1)
     return f"{scheme}://{user}@{rest.split('@', 1)[1]}"
+
+
+async def connect_as(database_url: str, user: str) -> asyncpg.Connection:
+    return await asyncpg.connect(asyncpg_url(as_user(database_url, user)))
 
 
 async def test_relay_and_producer_roles_have_only_what_they_need(
@@ -77,6 +91,102 @@ async def test_relay_and_producer_roles_have_only_what_they_need(
     finally:
         await producer.close()
         await relay.close()
+
+
+async def test_relay_role_cannot_delete_unsent_rows(database_url: str, nats_url: str) -> None:
+    await setup_roles(database_url)
+    await apply_default_streams(nats_url)
+    async with engine(as_user(database_url, "schedule_svc")) as eng:
+        await produce(eng, [CourseUpdatedEvent(course_code=f"UD{i}", credits=1) for i in range(5)])
+    relay = await connect_as(database_url, "relay_svc")
+    try:
+        for statement in (
+            "DELETE FROM outbox_events",
+            "DELETE FROM outbox_events WHERE sent_at IS NULL",
+            "TRUNCATE outbox_events",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await relay.execute(statement)
+        # The two deleting functions it may call leave unsent rows alone: the purge takes only
+        # rows marked sent, the PubAck delete only rows of partitions it holds a live lease on.
+        ids = [r["id"] for r in await relay.fetch("SELECT id FROM outbox_events")]
+        assert await relay.fetchval("SELECT outbox_purge_sent(0, 1000)") == 0
+        assert await relay.fetchval("SELECT outbox_delete_acked($1, 'relay_svc')", ids) == 0
+        assert await relay.fetchval("SELECT count(*) FROM outbox_events") == 5
+    finally:
+        await relay.close()
+    # What it needs still works: a relay that keeps sent rows marks them, then purges them.
+    relay_url = as_user(database_url, "relay_svc")
+    async with running_relay(
+        relay_url, nats_url, retention_seconds=0.2, purge_interval_seconds=0.2
+    ):
+        assert await wait_for_messages(nats_url, 5) == 5
+        assert await wait_for_rows(database_url, 0)
+
+
+async def wait_for_rows(database_url: str, count: int, timeout: float = 30) -> bool:
+    conn = await asyncpg.connect(asyncpg_url(database_url))
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if await conn.fetchval("SELECT count(*) FROM outbox_events") == count:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+    finally:
+        await conn.close()
+
+
+async def test_consumer_role_reaches_only_its_own_inbox_rows(database_url: str) -> None:
+    await setup_roles(database_url)
+    owner = await asyncpg.connect(asyncpg_url(database_url))
+    grades_event = uuid.uuid4()
+    await owner.execute(
+        "INSERT INTO outbox_inbox (consumer, event_id, event_type) VALUES ($1, $2, 't')",
+        "grades-service", grades_event,
+    )  # fmt: skip
+    notes = await connect_as(database_url, "notes-service")
+    try:
+        event = CourseUpdatedEvent(course_code="IN1", credits=1)
+        applied: list[str] = []
+
+        async def effect(conn: object, e: object) -> None:
+            applied.append("notes")
+
+        async with engine(as_user(database_url, "notes-service")) as eng:
+            assert await Inbox(eng, "notes-service").apply(event, effect)
+            assert not await Inbox(eng, "notes-service").apply(event, effect)
+            # Posing as another consumer: recording for it (so it would skip an event) fails.
+            with pytest.raises(DBAPIError, match="row-level security"):
+                await Inbox(eng, "grades-service").apply(event, effect)
+        assert applied == ["notes"]
+        assert [r["consumer"] for r in await notes.fetch("SELECT * FROM outbox_inbox")] == [
+            "notes-service"
+        ]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await notes.execute(
+                "INSERT INTO outbox_inbox (consumer, event_id, event_type)"
+                " VALUES ('grades-service', gen_random_uuid(), 't')"
+            )
+        # Deleting another consumer's record (so it would re-apply the event) reaches nothing.
+        assert await notes.execute("DELETE FROM outbox_inbox") == "DELETE 1"
+    finally:
+        await notes.close()
+    try:
+        left = await owner.fetch("SELECT consumer, event_id FROM outbox_inbox")
+        assert [(r["consumer"], r["event_id"]) for r in left] == [("grades-service", grades_event)]
+        # A login in the role named like the consumer (password rotation) shares its rows.
+        rotated = await connect_as(database_url, "notes_rotated")
+        try:
+            await rotated.execute(
+                "INSERT INTO outbox_inbox (consumer, event_id, event_type)"
+                " VALUES ('notes-service', gen_random_uuid(), 't')"
+            )
+            assert await rotated.fetchval("SELECT count(*) FROM outbox_inbox") == 1
+        finally:
+            await rotated.close()
+    finally:
+        await owner.close()
 
 
 async def test_relay_nats_user_may_publish_events_and_nothing_else(database_url: str) -> None:
