@@ -35,6 +35,10 @@ class NATSConfig(BaseSettings):
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     ping_interval_seconds: float = Field(default=10.0, gt=0, le=600)
     max_outstanding_pings: int = Field(default=3, ge=1, le=100)
+    #: Where replies (PubAcks, API answers) come back: ``<prefix>.<unique>``. A private prefix
+    #: lets the server's permissions give this user its own replies only (``_INBOX_<user>.>``
+    #: instead of everyone's ``_INBOX.>``).
+    inbox_prefix: str = "_INBOX"
 
     enable_auth: bool = False
     username: str | None = None
@@ -68,6 +72,19 @@ class NATSConfig(BaseSettings):
         for url in value:
             if "://" not in url:
                 raise ValueError(f"{url!r} is not a URL: write nats://{url} (or tls://{url})")
+        return value
+
+    @field_validator("inbox_prefix")
+    @classmethod
+    def _inbox_prefix(cls, value: str) -> str:
+        def bad(token: str) -> bool:
+            return not token or token in ("*", ">") or any(c.isspace() for c in token)
+
+        if any(bad(token) for token in value.split(".")):
+            raise ValueError(
+                f"{value!r} is not a subject prefix: use dot-separated tokens without spaces"
+                " or wildcards, e.g. _INBOX_relay"
+            )
         return value
 
     @model_validator(mode="after")
@@ -115,6 +132,7 @@ class NATSConfig(BaseSettings):
             "connect_timeout": self.connect_timeout_seconds,
             "ping_interval": self.ping_interval_seconds,
             "max_outstanding_pings": self.max_outstanding_pings,
+            "inbox_prefix": self.inbox_prefix,
         }
         if self.enable_auth:
             if self.username is not None and self.password is not None:

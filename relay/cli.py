@@ -16,7 +16,7 @@ from typing import Any
 from outbox_client.nats_config import NATSConfig
 from relay.errors import RelayError
 from relay.log import setup_logging
-from relay.settings import RelaySettings, env_name
+from relay.settings import RELAY_NATS_DEFAULTS, RelaySettings, env_name
 
 
 def _env_help() -> str:
@@ -26,7 +26,7 @@ def _env_help() -> str:
         shown = "" if name == "database_url" else f" (default {default})"
         lines.append(f"  {env_name(name):34} {info.description or ''}{shown}")
     for name, info in NATSConfig.model_fields.items():
-        default = info.get_default(call_default_factory=True)
+        default = RELAY_NATS_DEFAULTS.get(name, info.get_default(call_default_factory=True))
         shown = "" if name in ("password", "token") else f" (default {default})"
         lines.append(f"  NATS_{name.upper():29} {name.replace('_', ' ')}{shown}")
     lines.append(

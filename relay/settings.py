@@ -128,6 +128,12 @@ def env_name(field: str) -> str:
     return "OUTBOX_DATABASE_URL" if field == "database_url" else f"RELAY_{field.upper()}"
 
 
+#: The relay's own defaults for NATS settings (each still overridden by its NATS_* variable):
+#: its name on the server, and a private reply prefix that deploy/nats/relay-permissions.conf
+#: lets it subscribe to (and nothing else).
+RELAY_NATS_DEFAULTS = {"client_name": "vertector-relay", "inbox_prefix": "_INBOX_relay"}
+
+
 def load(overrides: dict[str, Any] | None = None) -> tuple[RelaySettings, NATSConfig]:
     """Build both settings objects from the environment plus explicit ``overrides``
     (CLI flags); translate validation errors into one :class:`ConfigError` naming variables."""
@@ -137,7 +143,12 @@ def load(overrides: dict[str, Any] | None = None) -> tuple[RelaySettings, NATSCo
     except ValidationError as exc:
         raise ConfigError(_explain(exc, env_name)) from exc
     try:
-        nats = NATSConfig(client_name=os.environ.get("NATS_CLIENT_NAME", "vertector-relay"))
+        nats = NATSConfig.model_validate(
+            {
+                name: os.environ.get(f"NATS_{name.upper()}", default)
+                for name, default in RELAY_NATS_DEFAULTS.items()
+            }
+        )
     except ValidationError as exc:
         raise ConfigError(_explain(exc, lambda f: f"NATS_{f.upper()}")) from exc
     return relay, nats

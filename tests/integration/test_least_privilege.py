@@ -11,6 +11,7 @@ import asyncpg
 import nats
 import nats.errors
 import pytest
+from nats.aio.msg import Msg
 from nats.js.errors import APIError
 from sqlalchemy.exc import DBAPIError
 
@@ -18,7 +19,7 @@ from devtools.servers import EmbeddedNats, server_dir
 from outbox_client import CourseUpdatedEvent, Inbox
 from outbox_client.nats_config import NATSConfig
 from relay.app import RelayApp
-from relay.settings import RelaySettings
+from relay.settings import RELAY_NATS_DEFAULTS, RelaySettings
 from tests.harness import asyncpg_url
 from tests.relayrun import apply_default_streams, engine, produce, running_relay, wait_for_messages
 
@@ -198,9 +199,11 @@ async def test_relay_nats_user_may_publish_events_and_nothing_else(database_url:
     try:
         admin_url = f"nats://admin:admin-pw@127.0.0.1:{server.port}"
         await apply_default_streams(admin_url)
+        # The relay's NATS settings as `vertector-relay run` builds them (its private inbox).
         relay_nats = NATSConfig(
-            servers=[server.url], enable_auth=True, username="relay", password="relay-pw"
-        )
+            servers=[server.url], enable_auth=True, username="relay", password="relay-pw",
+            **RELAY_NATS_DEFAULTS,
+        )  # fmt: skip
         app = RelayApp(RelaySettings(database_url=database_url, metrics_port=-1), relay_nats)
         stop = asyncio.Event()
         task = asyncio.create_task(app.run(stop))
@@ -209,6 +212,7 @@ async def test_relay_nats_user_may_publish_events_and_nothing_else(database_url:
             assert await wait_for_messages(admin_url, 1) == 1
         stop.set()
         await asyncio.wait_for(task, 30)
+        assert app.stats.published == 1
 
         errors: list[Exception] = []
 
@@ -216,17 +220,39 @@ async def test_relay_nats_user_may_publish_events_and_nothing_else(database_url:
             errors.append(exc)
 
         nc = await nats.connect(f"nats://relay:relay-pw@127.0.0.1:{server.port}", error_cb=on_error)
+        admin = await nats.connect(admin_url)
         try:
             js = nc.jetstream()
             with pytest.raises((APIError, nats.errors.TimeoutError)):
                 await js.delete_stream("ACADEMIC_EVENTS")
             await nc.publish("payroll.salaries", b"x")
+            # Another client's replies come back on _INBOX.>: the relay's user may not listen.
+            overheard: list[str] = []
+
+            async def overhear(msg: Msg) -> None:
+                overheard.append(msg.subject)
+
+            await nc.subscribe("_INBOX.>", cb=overhear)
             await nc.flush()
-            await asyncio.sleep(0.3)
-            violations = " ".join(str(e).lower() for e in errors)
-            assert 'permissions violation for publish to "payroll.salaries"' in violations
-            assert "stream.delete" in violations
+            await admin.jetstream().stream_info("ACADEMIC_EVENTS")  # answered on admin's inbox
+            await admin.request("$JS.API.INFO", b"", timeout=5)
+            await nc.flush()
+            expected = (
+                'permissions violation for publish to "payroll.salaries"',
+                "stream.delete",
+                'permissions violation for subscription to "_inbox.>"',
+            )
+            deadline = asyncio.get_running_loop().time() + 20
+            while asyncio.get_running_loop().time() < deadline:
+                violations = " ".join(str(e).lower() for e in errors)
+                if all(text in violations for text in expected):
+                    break
+                await asyncio.sleep(0.05)
+            for text in expected:
+                assert text in violations
+            assert overheard == []
         finally:
+            await admin.close()
             await nc.close()
     finally:
         server.stop()

@@ -58,6 +58,9 @@ def test_secrets_never_show() -> None:
         ({"servers": ["tls://h:4222"]}, "needs NATS_ENABLE_TLS=true"),
         ({"servers": ["localhost:4222"]}, "nats://localhost:4222"),
         ({"servers": []}, "NATS_SERVERS is empty"),
+        ({"inbox_prefix": "_INBOX.>"}, "not a subject prefix"),
+        ({"inbox_prefix": "my inbox"}, "not a subject prefix"),
+        ({"inbox_prefix": "_INBOX_relay."}, "not a subject prefix"),
         ({"enable_tls": True, "tls_ca_cert_file": "/nonexistent/ca.pem"}, "does not exist"),
     ],
 )
@@ -71,3 +74,15 @@ def test_the_example_env_file_lists_every_variable() -> None:
     for name in NATSConfig.model_fields:
         assert f"NATS_{name.upper()}=" in example, name
     assert "OUTBOX_DATABASE_URL=" in example
+
+
+def test_the_relay_receives_replies_under_its_own_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay.settings import load
+
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", "postgresql://u@h/db")
+    assert NATSConfig().connect_options()["inbox_prefix"] == "_INBOX"
+    _, relay_nats = load()
+    assert relay_nats.connect_options()["inbox_prefix"] == "_INBOX_relay"
+    assert relay_nats.client_name == "vertector-relay"
+    monkeypatch.setenv("NATS_INBOX_PREFIX", "_INBOX_relay_eu")
+    assert load()[1].inbox_prefix == "_INBOX_relay_eu"
