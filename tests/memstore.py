@@ -195,16 +195,16 @@ def mark_sent(
     return _update_unsent(db, now, ids, owner, sent)
 
 
-@sql("execute")
-def delete_sent(db: MemoryDatabase, now: datetime, ids: list[int], owner: str) -> str:
+@sql("fetchval")
+def delete_sent(db: MemoryDatabase, now: datetime, ids: list[int], owner: str) -> int:
     gone = [
         row_id for row_id in _unique(ids)
         if (row := db.rows.get(row_id)) is not None and row.visible
-        and _fenced(db, row, owner, now)
+        and row.quarantined_at is None and _fenced(db, row, owner, now)
     ]  # fmt: skip
     for row_id in gone:
         del db.rows[row_id]
-    return f"DELETE {len(gone)}"
+    return len(gone)
 
 
 @sql("execute")
@@ -225,8 +225,8 @@ def quarantine(
     return _update_unsent(db, now, ids, owner, quarantined)
 
 
-@sql("execute")
-def purge_sent(db: MemoryDatabase, now: datetime, older_than_seconds: float, limit: int) -> str:
+@sql("fetchval")
+def purge_sent(db: MemoryDatabase, now: datetime, older_than_seconds: float, limit: int) -> int:
     cutoff = now - timedelta(seconds=older_than_seconds)
     old = sorted(
         (r for r in db.visible() if r.sent_at is not None and r.sent_at < cutoff),
@@ -234,7 +234,7 @@ def purge_sent(db: MemoryDatabase, now: datetime, older_than_seconds: float, lim
     )[:limit]
     for row in old:
         del db.rows[row.id]
-    return f"DELETE {len(old)}"
+    return len(old)
 
 
 @sql("fetchrow")

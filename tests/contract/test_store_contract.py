@@ -204,6 +204,15 @@ async def test_without_retention_a_puback_deletes_the_row_fenced_alike(driver: D
     assert [await driver.row(r) for r in rows] == [None, None]
 
 
+async def test_a_puback_delete_never_removes_a_quarantined_row(driver: Driver) -> None:
+    a = await driver.store("a", keep_sent=False)
+    await PgLeaseStore(a).acquire("a", TTL, PARTITIONS)
+    row = await driver.insert(keys_in(P, 1)[0])
+    await a.quarantine([(row, "invalid subject")])
+    assert await a.mark_sent(acked(row)) == 0
+    assert await driver.row(row) is not None
+
+
 # --- marks ----------------------------------------------------------------------------------
 
 
