@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from outbox_client.nats_config import NATSConfig
+from relay import schemacmd
 from relay.errors import RelayError
 from relay.log import setup_logging
 from relay.settings import RELAY_NATS_DEFAULTS, RelaySettings, env_name
@@ -117,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     cdl_replay = cdl_sub.add_parser("replay", help="send dead letters back to their subject")
     cdl_replay.add_argument("seq", type=int, nargs="+")
 
+    schemacmd.add_parser(sub)
     return parser
 
 
@@ -176,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(commands.replay(args))
         if args.command == "consumer-dead-letters":
             return asyncio.run(commands.consumer_dead_letters(args))
+        if args.command == "schemas":
+            return schemacmd.main(args)
     except RelayError as exc:
         print(f"vertector-relay {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from outbox_client.events.base import (
     ReadEvent,
     UpdatedEvent,
 )
+from outbox_client.events.history import PREVIOUS_VERSIONS, ClassScheduleCreatedEventV1
 from outbox_client.events.notes import (
     NOTES_EVENTS,
     NoteCreatedEvent,
@@ -53,8 +54,10 @@ from outbox_client.events.notes import (
 from outbox_client.events.registry import (
     decode_event,
     event_type_of,
+    event_versions,
     register_event,
     registered_events,
+    schema_version_of,
 )
 
 ALL_EVENTS = (*ACADEMIC_EVENTS, *NOTES_EVENTS)
@@ -63,6 +66,7 @@ __all__ = [
     "ACADEMIC_EVENTS",
     "ALL_EVENTS",
     "NOTES_EVENTS",
+    "PREVIOUS_VERSIONS",
     "AssignmentCreatedEvent",
     "AssignmentDeletedEvent",
     "AssignmentReadEvent",
@@ -73,6 +77,7 @@ __all__ = [
     "ChallengeAreaReadEvent",
     "ChallengeAreaUpdatedEvent",
     "ClassScheduleCreatedEvent",
+    "ClassScheduleCreatedEventV1",
     "ClassScheduleDeletedEvent",
     "ClassScheduleReadEvent",
     "ClassScheduleUpdatedEvent",
@@ -107,6 +112,8 @@ __all__ = [
     "UpdatedEvent",
     "decode_event",
     "event_type_of",
+    "event_versions",
     "register_event",
     "registered_events",
+    "schema_version_of",
 ]

@@ -6,7 +6,7 @@ Each entity's events name their aggregate's identity in ``partition_key_field``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -338,11 +338,17 @@ class ChallengeAreaDeletedEvent(DeletedEvent):
 # --- class schedule -----------------------------------------------------------------------
 
 Recurrence = Literal["once", "weekly", "biweekly"]
+DeliveryMode = Literal["in_person", "online", "hybrid"]
 
 
 class ClassScheduleCreatedEvent(BaseEvent):
+    """Version 2 adds ``delivery_mode``, which the notes service needs to open an online
+    class's meeting note. Version 1 (``ClassScheduleCreatedEventV1``) put a meeting link in
+    ``location``: :meth:`upcast` reads such a link as an online class."""
+
     partition_key_field = "schedule_id"
     event_type: Literal["academic.schedule.created"] = "academic.schedule.created"
+    schema_version: Literal[2] = 2
     schedule_id: Code
     course_code: Code
     starts_at: UtcDatetime
@@ -351,6 +357,19 @@ class ClassScheduleCreatedEvent(BaseEvent):
     recurrence: Recurrence = "weekly"
     repeat_until: UtcDatetime | None = None
     instructor: Text | None = None
+    delivery_mode: DeliveryMode = "in_person"
+
+    @classmethod
+    def upcast(cls, previous: dict[str, Any]) -> dict[str, Any]:
+        """v1 -> v2: a location that is a link means the class met online.
+
+        >>> ClassScheduleCreatedEvent.upcast({"location": "https://meet.example/cs101"})
+        {'location': 'https://meet.example/cs101', 'schema_version': 2, 'delivery_mode': 'online'}
+        """
+        location = str(previous.get("location", "")).strip().lower()
+        online = location.startswith(("http://", "https://"))
+        mode = "online" if online else "in_person"
+        return {**previous, "schema_version": 2, "delivery_mode": mode}
 
     @model_validator(mode="after")
     def _span(self) -> ClassScheduleCreatedEvent:

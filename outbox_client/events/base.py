@@ -85,12 +85,25 @@ class BaseEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     partition_key_field: ClassVar[str] = ""
+    #: How each new ``schema_version`` of this event type must relate to the previous one:
+    #: ``BACKWARD`` (consumers of the new version read old events), ``FORWARD``, ``FULL`` or
+    #: ``NONE``. ``vertector-relay schemas check`` enforces it.
+    compatibility: ClassVar[str] = "BACKWARD"
 
     event_id: uuid.UUID = Field(default_factory=uuid7)
     event_type: str
     schema_version: int = Field(default=1, ge=1)
     occurred_at: UtcDatetime = Field(default_factory=_utcnow)
     metadata: EventMetadata = Field(default_factory=EventMetadata)
+
+    @classmethod
+    def upcast(cls, previous: dict[str, Any]) -> dict[str, Any]:
+        """Turn a payload of the previous ``schema_version`` into one of this class's version.
+
+        A class with ``schema_version`` above 1 defines it; ``decode_event`` chains the steps,
+        so a consumer always receives the current class.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no earlier version to upcast from")
 
     @property
     def subject(self) -> str:
