@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test demo bench soak failover lint fmt clean unit integration faults
+.PHONY: test demo bench soak failover lint fmt clean unit integration faults deploy-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,3 +47,8 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The compose stack in real containers (root, Debian's docker.io/docker-compose/debootstrap;
+# several minutes; not part of `make test`): deploy/check/run.sh.
+deploy-check: $(STAMP)
+	bash deploy/check/run.sh
