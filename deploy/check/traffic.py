@@ -99,8 +99,8 @@ async def check(count: int) -> None:
             )
         }
         say(f"PostgreSQL sessions by user: {users}")
-        if "relay_svc" not in users or "notes_svc" not in users:
-            raise CheckFailed(f"relay_svc and notes_svc should be connected, saw {users}")
+        if "relay_svc" not in users or "notes-service" not in users:
+            raise CheckFailed(f"relay_svc and notes-service should be connected, saw {users}")
         if users.get("vertector"):
             raise CheckFailed("a service is connected as the owner `vertector`")
 
@@ -127,7 +127,7 @@ async def check(count: int) -> None:
         created = await owner.fetchval(
             "SELECT count(*) FROM notes.demo_notebooks WHERE title LIKE 'Notes: Deploy check %'"
         )
-        say(f"notes.demo_notebooks (owned by notes_svc) holds {created} deploy-check notebooks")
+        say(f"notes.demo_notebooks (owned by notes-service) holds {created} of them")
         unsent = await owner.fetchval(
             "SELECT count(*) FROM outbox_events"
             " WHERE sent_at IS NULL AND event_id = ANY($1::uuid[])",

@@ -153,11 +153,14 @@ def test_compose_runs_the_relay_and_the_consumer_with_least_privilege() -> None:
     owner = services["postgres"]["environment"]["POSTGRES_USER"]
     logins_sql = (ROOT / "deploy/postgres/logins.sql").read_text()
     roles_sql = (ROOT / "deploy/postgres/roles.sql").read_text()
-    logins = dict(re.findall(r"\('(\w+)', '(\w+)'\)", logins_sql))
+    logins = dict(re.findall(r"\('([\w-]+)', '(\w+)'\)", logins_sql))
     assert set(logins.values()) <= set(re.findall(r"CREATE ROLE (\w+) NOLOGIN", roles_sql))
     assert db_user("migrate") == owner
     assert logins[db_user("relay") or ""] == "vertector_relay"
     assert logins[db_user("notes-consumer") or ""] == "vertector_consumer"
+    # Row-level security: a consumer's login is named like its inbox consumer.
+    notes_service = (ROOT / "examples/notes_service.py").read_text()
+    assert f'Inbox(engine, consumer="{db_user("notes-consumer")}")' in notes_service
     as_owner = sorted(name for name in services if db_user(name) == owner)
     assert as_owner == ["migrate"], f"only the migration connects as the owner, not {as_owner}"
 
