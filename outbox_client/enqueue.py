@@ -1,14 +1,21 @@
 """``enqueue``: add events to the outbox inside the caller's transaction.
 
-The rows are inserted on the caller's connection and commit or roll back with the caller's
-transaction. Nothing here commits, flushes ORM state or opens a transaction of its own.
+The rows commit or roll back with the caller's transaction. Nothing here commits, flushes ORM
+state or opens a transaction of its own. On a ``Session`` or ``AsyncSession`` the rows are staged
+in the session's unit of work and written, all in one statement, when the session next flushes
+(at the latest at commit): an ``enqueue`` that is not awaited loses nothing, and many calls cost
+one round trip (``outbox_client.staging``). On a connection they are inserted at once (on an
+``AsyncConnection``: when awaited; committing with an un-awaited ``enqueue`` raises).
+
+Before anything is staged, the message policy (``outbox_client.policy``) is applied: an event
+the relay could never publish is refused here, with the reason, instead of being quarantined
+later.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any, overload
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import overload
 
 from sqlalchemy import Connection, Delete, Insert, Update, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -16,44 +23,63 @@ from sqlalchemy.orm import Session
 
 from outbox_client.errors import EnqueueError
 from outbox_client.events.base import BaseEvent
-from outbox_client.headers import Header, check_header_value
+from outbox_client.headers import Header
+from outbox_client.policy import headers_problem, subject_problem
+from outbox_client.staging import STAGED, PendingWrite, Row, stage, write
 from outbox_client.table import outbox
 from outbox_client.tracing import current_trace_context
-
-_INSERT = insert(outbox)
-_COLUMNS = ("event_id", "event_type", "subject", "partition_key", "payload", "headers")
-_ASYNCPG_INSERT = (
-    f"INSERT INTO {outbox.name} ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS)))}, ${len(_COLUMNS)}::jsonb)"
-)
 
 SyncTarget = Session | Connection
 AsyncTarget = AsyncSession | AsyncConnection
 
+#: A partition key longer than this is named in the error when the header block is too large.
+_LONG_KEY = 1024
 
-def _row(event: object, partition_key: str | None) -> dict[str, Any]:
+
+def _refused(event: BaseEvent, problem: str, fix: str) -> EnqueueError:
+    return EnqueueError(f"cannot enqueue {type(event).__name__} {event.event_id}: {problem}. {fix}")
+
+
+def _row(event: object, partition_key: str | None) -> Row:
     if not isinstance(event, BaseEvent):
         raise EnqueueError(
             f"enqueue() takes a BaseEvent subclass instance, got {type(event).__name__}: "
             "build one of the outbox_client event classes, e.g. CourseCreatedEvent(...)"
+        )
+    problem = subject_problem(event.subject)
+    if problem:
+        raise _refused(
+            event,
+            f"event_type {event.subject[:80]!r} is not a subject a producer may publish to "
+            f"({problem})",
+            "The event_type is the NATS subject: use one of your own, e.g. "
+            "'academic.course.created'",
         )
     trace = current_trace_context()
     if trace and event.metadata.traceparent is None:
         event = event.model_copy(update={"metadata": event.metadata.model_copy(update=trace)})
     key = partition_key if partition_key is not None else event.partition_key
     headers = event.nats_headers()
-    headers[Header.PARTITION_KEY.value] = check_header_value("partition_key", key)
-    return {
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "subject": event.subject,
-        "partition_key": key,
-        "payload": event.to_bytes(),
-        "headers": headers,
-    }
+    headers[Header.PARTITION_KEY.value] = key
+    # Checked as the relay will send them, with its Nats-Msg-Id (producer headers carry no
+    # Nats-* name of their own: nats_headers() writes a fixed set).
+    problem = headers_problem(
+        headers | {Header.MSG_ID.value: str(event.event_id)}, reserved_allowed=True
+    )
+    if problem:
+        long_key = isinstance(key, str) and len(key) > _LONG_KEY
+        size = f" (the partition key is {len(key)} characters)" if long_key else ""
+        raise _refused(
+            event,
+            f"its NATS headers cannot be sent: {problem}{size}",
+            "The partition key and the metadata travel as headers with every message: keep "
+            "them short, printable text (a partition key is the aggregate's id, e.g. a course "
+            "code)",
+        )
+    return (event.event_id, event.event_type, event.subject, key, event.to_bytes(), headers)
 
 
-def _rows(events: Iterable[object], partition_key: str | None) -> list[dict[str, Any]]:
+def _rows(events: Iterable[object], partition_key: str | None) -> list[Row]:
     if isinstance(events, BaseEvent | str | bytes) or not isinstance(events, Iterable):
         raise EnqueueError("enqueue_many() takes an iterable of events; use enqueue() for one")
     return [_row(event, partition_key) for event in events]
@@ -64,6 +90,9 @@ def _bad_target(target: object) -> EnqueueError:
         "enqueue() needs the Session, AsyncSession, Connection or AsyncConnection whose "
         f"transaction the event must join, got {type(target).__name__}"
     )
+
+
+_COLUMN_NAMES = ("event_id", "event_type", "subject", "partition_key", "payload", "headers")
 
 
 def with_events(
@@ -89,7 +118,7 @@ def with_events(
         )
     if not events:
         raise EnqueueError("with_events() needs at least one event")
-    rows = _rows(events, partition_key)
+    rows = [dict(zip(_COLUMN_NAMES, row, strict=True)) for row in _rows(events, partition_key)]
     # One row as keywords: a list would make a multi-VALUES statement that misses the
     # compiled-statement cache and costs more than the round trip it saves.
     values = insert(outbox).values(**rows[0]) if len(rows) == 1 else insert(outbox).values(rows)
@@ -103,28 +132,31 @@ def enqueue_many(
 @overload
 def enqueue_many(
     session: AsyncTarget, events: Iterable[BaseEvent], *, partition_key: str | None = None
-) -> Coroutine[Any, Any, None]: ...
+) -> Awaitable[None]: ...
 def enqueue_many(
     session: SyncTarget | AsyncTarget,
     events: Iterable[BaseEvent],
     *,
     partition_key: str | None = None,
-) -> Coroutine[Any, Any, None] | None:
-    """Add several events in one INSERT; with an async session, await the result.
+) -> Awaitable[None] | None:
+    """Add several events; on a session they join its unit of work, on a connection they are
+    inserted in one statement (await it on an ``AsyncConnection``).
 
     >>> with Session(engine) as session, session.begin():  # doctest: +SKIP
     ...     session.add(Course(code="CS101"))
     ...     enqueue_many(session, [created, schedule_created])
     """
     rows = _rows(events, partition_key)
-    if isinstance(session, AsyncSession | AsyncConnection):
-        return _insert_async(session, rows)
+    if isinstance(session, AsyncSession):
+        stage(session.sync_session, rows)
+        return STAGED
     if isinstance(session, Session):
-        # Session.connection() joins the session's transaction without autoflushing ORM state.
-        _insert(session.connection(), rows)
+        stage(session, rows)
         return None
+    if isinstance(session, AsyncConnection):
+        return PendingWrite(session, rows)
     if isinstance(session, Connection):
-        _insert(session, rows)
+        write(session, rows)
         return None
     raise _bad_target(session)
 
@@ -134,14 +166,18 @@ def enqueue(session: SyncTarget, event: BaseEvent, *, partition_key: str | None 
 @overload
 def enqueue(
     session: AsyncTarget, event: BaseEvent, *, partition_key: str | None = None
-) -> Coroutine[Any, Any, None]: ...
+) -> Awaitable[None]: ...
 def enqueue(
     session: SyncTarget | AsyncTarget, event: BaseEvent, *, partition_key: str | None = None
-) -> Coroutine[Any, Any, None] | None:
+) -> Awaitable[None] | None:
     """Add one event to the outbox in ``session``'s transaction.
 
     ``partition_key`` overrides the event's own (its aggregate id): events sharing a key are
-    published in commit order.
+    published in commit order. On a ``Session``/``AsyncSession`` the row is written at the
+    session's next flush (at the latest at commit), with all other events staged since, in
+    one statement; awaiting the result on an ``AsyncSession`` is allowed and does nothing more.
+    On an ``AsyncConnection`` the row is inserted when the result is awaited, and a commit
+    refuses to go ahead while one is not.
 
     >>> with Session(engine) as session, session.begin():  # doctest: +SKIP
     ...     session.add(Course(code="CS101", name="Intro"))
@@ -152,36 +188,3 @@ def enqueue(
     if isinstance(event, Sequence | set) and not isinstance(event, str | bytes):
         raise EnqueueError("enqueue() takes one event; use enqueue_many() for several")
     return enqueue_many(session, [event], partition_key=partition_key)
-
-
-def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        connection.execute(_INSERT, rows)
-
-
-async def _insert_async(target: AsyncSession | AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    connection = await target.connection() if isinstance(target, AsyncSession) else target
-    driver = await _asyncpg_in_transaction(connection)
-    if driver is None:
-        await connection.execute(_INSERT, rows)
-        return
-    # The hot path: straight to asyncpg, 3x less CPU than a Core insert (bench/run.py (d)).
-    args = [(*(row[c] for c in _COLUMNS[:-1]), json.dumps(row["headers"])) for row in rows]
-    if len(args) == 1:
-        await driver.execute(_ASYNCPG_INSERT, *args[0])
-    else:
-        await driver.executemany(_ASYNCPG_INSERT, args)
-
-
-async def _asyncpg_in_transaction(connection: AsyncConnection) -> Any:
-    """The asyncpg connection under ``connection`` when it is inside a transaction already.
-
-    Only then may the insert bypass SQLAlchemy: if the event were the transaction's first
-    statement, SQLAlchemy has not sent BEGIN yet and the insert would commit on its own.
-    """
-    if connection.dialect.driver != "asyncpg":
-        return None
-    driver = (await connection.get_raw_connection()).driver_connection
-    return driver if driver is not None and driver.is_in_transaction() else None

@@ -6,7 +6,18 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, insert
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    insert,
+    text,
+)
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, registry
@@ -284,3 +295,152 @@ async def test_async_fast_path_as_first_statement_still_joins_the_transaction(
         await enqueue(conn, event("CS102"))  # second call: fast path, inside the transaction
         await conn.rollback()
     assert await rows(database_url) == []
+
+
+# --- an enqueue that is not awaited never loses its event -------------------------------------
+
+
+async def test_unawaited_enqueue_on_an_async_session_is_written_at_commit(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    ev = event()
+    async with AsyncSession(async_engine) as session, session.begin():
+        await session.execute(insert(courses).values(code="CS101"))
+        enqueue(session, ev)  # no await: staged in the session, written at commit
+    [row] = await rows(database_url)
+    assert_row_is_the_event(row, ev)
+
+
+async def test_async_session_events_are_written_at_flush_in_one_statement(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    events = [event(f"C{i}") for i in range(300)]
+    async with AsyncSession(async_engine) as session, session.begin():
+        for ev in events[:100]:
+            enqueue(session, ev)
+        for ev in events[100:200]:
+            await enqueue(session, ev)  # awaiting stays valid
+        enqueue_many(session, events[200:])
+        await session.flush()
+        in_transaction = await session.scalar(text("SELECT count(*) FROM outbox_events"))
+        assert in_transaction == 300  # the flush wrote them, before commit
+    stored = await rows(database_url)
+    assert [r["event_id"] for r in stored] == [e.event_id for e in events]
+    # Rows inserted by one statement share its command id: one statement for all 300.
+    assert len({r["cmin"] for r in await cmins(database_url)}) == 1
+
+
+async def cmins(url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(asyncpg_url(url))
+    try:
+        return await conn.fetch("SELECT cmin FROM outbox_events")
+    finally:
+        await conn.close()
+
+
+async def test_sync_session_events_are_written_at_commit_in_one_statement(
+    sync_engine: Engine, database_url: str
+) -> None:
+    events = [event(f"C{i}") for i in range(50)]
+    with Session(sync_engine) as session, session.begin():
+        session.add(Course(code="CS101"))
+        for ev in events:
+            enqueue(session, ev)
+    assert [r["event_id"] for r in await rows(database_url)] == [e.event_id for e in events]
+    assert len({r["cmin"] for r in await cmins(database_url)}) == 1
+    assert await domain_rows(database_url) == 1
+
+
+async def test_a_rolled_back_savepoint_takes_only_its_own_staged_events(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    kept, dropped, after = event("K1"), event("D1"), event("A1")
+    async with AsyncSession(async_engine) as session, session.begin():
+        enqueue(session, kept)
+        with pytest.raises(Boom):
+            async with session.begin_nested():
+                enqueue(session, dropped)
+                raise Boom
+        enqueue(session, after)
+    assert [r["event_id"] for r in await rows(database_url)] == [kept.event_id, after.event_id]
+
+
+async def test_rollback_discards_unawaited_staged_events(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    async with AsyncSession(async_engine) as session:
+        enqueue(session, event("R1"))
+        await session.rollback()
+        enqueue(session, event("R2"))
+        await session.commit()
+    assert [r["partition_key"] for r in await rows(database_url)] == ["R2"]
+
+
+async def test_enqueue_from_a_flush_hook_is_written_in_that_flush(
+    sync_engine: Engine, database_url: str
+) -> None:
+    ev = event("HOOK")
+    with Session(sync_engine) as session:
+
+        @sqlalchemy_event.listens_for(session, "before_flush")
+        def on_flush(s: Session, _ctx: object, _objs: object) -> None:
+            if any(isinstance(o, Course) for o in s.new):
+                enqueue(s, ev)
+
+        session.add(Course(code="HOOK"))
+        session.commit()
+    [row] = await rows(database_url)
+    assert_row_is_the_event(row, ev)
+
+
+async def test_commit_with_an_unawaited_enqueue_on_an_async_connection_raises_and_rolls_back(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    with pytest.raises(EnqueueError, match="never awaited.*rolled back.*await enqueue"):
+        async with async_engine.begin() as conn:
+            await conn.execute(insert(courses).values(code="CS101"))
+            enqueue(conn, event())  # forgotten await
+    assert await rows(database_url) == []
+    assert await domain_rows(database_url) == 0  # the domain write did not commit either
+    # The connection's next transaction is clean.
+    async with async_engine.connect() as conn:
+        await conn.begin()
+        enqueue(conn, event("X1"))  # rolled back with its transaction: nothing to refuse
+        await conn.rollback()
+        await conn.execute(insert(courses).values(code="CS102"))
+        await enqueue(conn, event("CS102"))
+        await conn.commit()
+    assert [r["partition_key"] for r in await rows(database_url)] == ["CS102"]
+
+
+async def test_events_are_written_after_the_orm_domain_writes_of_their_flush(
+    sync_engine: Engine, database_url: str
+) -> None:
+    # The event's id must be taken after the write that locks its aggregate (per-key order).
+    with Session(sync_engine) as session, session.begin():
+        enqueue(session, event("CS101"))
+        session.add(Course(code="CS101"))
+    conn = await asyncpg.connect(asyncpg_url(database_url))
+    try:
+        domain_cmin = await conn.fetchval("SELECT cmin::text::int FROM courses")
+        event_cmin = await conn.fetchval("SELECT cmin::text::int FROM outbox_events")
+    finally:
+        await conn.close()
+    assert event_cmin > domain_cmin
+
+
+async def test_a_failed_flush_takes_its_events_with_it(
+    async_engine: AsyncEngine, database_url: str
+) -> None:
+    async with async_engine.begin() as conn:
+        await conn.execute(insert(courses).values(code="CS101"))
+    async with AsyncSession(async_engine) as session:
+        session.add(Course(code="CS101"))  # duplicate: the flush fails
+        enqueue(session, event("LOST"))
+        with pytest.raises(IntegrityError):
+            await session.flush()
+        await session.rollback()
+        session.add(Course(code="CS102"))
+        enqueue(session, event("CS102"))
+        await session.commit()
+    assert [r["partition_key"] for r in await rows(database_url)] == ["CS102"]

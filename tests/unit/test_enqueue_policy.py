@@ -1,0 +1,87 @@
+"""``enqueue`` applies the message policy (outbox_client.policy) before anything is staged:
+an event the relay could never publish is refused at once, with the reason and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session
+
+from outbox_client import (
+    CourseCreatedEvent,
+    EnqueueError,
+    GenericEvent,
+    enqueue,
+    enqueue_many,
+    with_events,
+)
+from outbox_client.policy import MAX_HEADER_BLOCK, header_block_size
+
+pytestmark = pytest.mark.unit
+
+
+def course(code: str = "CS101") -> CourseCreatedEvent:
+    return CourseCreatedEvent(
+        course_code=code, course_name="Intro", semester="Fall 2025", credits=3,
+        instructor="Dr. Smith",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "$JS.API.STREAM.PURGE.ACADEMIC_EVENTS",
+        "$JS.API.STREAM.DELETE.NOTES_EVENTS",
+        "$SYS.REQ.SERVER.PING",
+        "_INBOX.abc",
+        "academic.course.*",
+        "academic..created",
+        "academic.course created",
+    ],
+)
+def test_a_subject_no_producer_may_publish_to_is_refused(subject: str) -> None:
+    with Session() as session, pytest.raises(EnqueueError) as refused:
+        enqueue(session, GenericEvent(event_type=subject))
+    message = str(refused.value)
+    assert "is not a subject a producer may publish to" in message
+    assert "use one of your own" in message  # the fix
+    assert not session.new  # nothing staged
+
+
+def test_an_oversize_partition_key_is_refused_naming_it() -> None:
+    with Session() as session, pytest.raises(EnqueueError) as refused:
+        enqueue(session, course(), partition_key="k" * 100_000)
+    message = str(refused.value)
+    assert "header block of" in message
+    assert "the partition key is 100000 characters" in message
+    assert "keep them short" in message
+
+
+def test_the_header_block_leaves_room_for_the_relays_msg_id() -> None:
+    # A block that fits 64 KiB, but not with the Nats-Msg-Id the relay adds.
+    ev = course()
+    rest = header_block_size(ev.nats_headers() | {"Vertector-Partition-Key": ""})
+    with Session() as session, pytest.raises(EnqueueError, match="header block"):
+        enqueue(session, ev, partition_key="k" * (MAX_HEADER_BLOCK - rest - 10))
+
+
+@pytest.mark.parametrize("key", ["a\r\nNats-Rollup: all", "nul\0", "x\n"])
+def test_a_partition_key_that_would_be_mangled_is_refused(key: str) -> None:
+    with Session() as session, pytest.raises(EnqueueError, match="CR, LF or NUL"):
+        enqueue(session, course(), partition_key=key)
+
+
+def test_a_partition_key_that_is_not_text_is_refused() -> None:
+    with Session() as session, pytest.raises(EnqueueError, match="type int"):
+        enqueue(session, course(), partition_key=7)  # type: ignore[arg-type]
+
+
+def test_every_entry_point_applies_the_policy() -> None:
+    bad = GenericEvent(event_type="$JS.API.STREAM.PURGE.ACADEMIC_EVENTS")
+    with Session() as session:
+        with pytest.raises(EnqueueError, match="reserved namespace"):
+            enqueue_many(session, [course(), bad])
+        assert not session.new  # all or nothing
+    from sqlalchemy import column, insert, table
+
+    with pytest.raises(EnqueueError, match="reserved namespace"):
+        with_events(insert(table("t", column("x"))).values(x=1), bad)
