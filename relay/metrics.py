@@ -28,7 +28,9 @@ class _StatsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.stats
         published = CounterMetricFamily(
-            "vertector_relay_events_published", "Events acknowledged by JetStream",
+            "vertector_relay_events_published",
+            "Events JetStream stored (not its 'duplicate' PubAcks); event_type bounded: the"
+            " catalog's types, at most 50 others, the rest 'other'",
             labels=["stream", "event_type"],
         )  # fmt: skip
         for (stream, event_type), n in sorted(s.by_type.items()):

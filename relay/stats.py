@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from outbox_client.events.registry import registered_events
 from outbox_client.headers import Header
+from relay.log import log_event
 from relay.ports import Ack, OutboxRow
 
+logger = logging.getLogger("relay.stats")
 _TYPE = Header.EVENT_TYPE.value
+
+#: Producers choose the event type header, and each distinct value would be a metric series of
+#: its own. The catalog's types always get their label; beyond them at most this many other
+#: types do, and every further one is counted under ``other``.
+MAX_OTHER_TYPE_LABELS = 50
+#: A type label longer than this is counted under ``other`` too.
+MAX_TYPE_LABEL_LENGTH = 100
+OTHER_TYPES = "other"
 
 
 @dataclass
@@ -27,15 +39,42 @@ class RelayStats:
     lag: Callable[[float], None] | None = None  # observes commit -> PubAck seconds
     on_batch: Callable[[int, float], None] | None = None  # observes (rows, seconds)
     last_progress: float = field(default_factory=time.monotonic)
+    _catalog: frozenset[str] = field(default_factory=lambda: frozenset(registered_events()))
+    _other_labels: set[str] = field(default_factory=set)
 
     def record_ack(self, row: OutboxRow, ack: Ack) -> None:
-        self.published += 1
-        self.by_stream[ack.stream] += 1
-        self.by_type[(ack.stream, row.headers.get(_TYPE, "unknown"))] += 1
+        """A PubAck. One saying "duplicate" is not a publish: JetStream kept the message it
+        already had under this event id and dropped this one."""
         if ack.duplicate:
             self.duplicates += 1
+            log_event(
+                logger, "relay.event.duplicate", level=logging.WARNING,
+                event_id=str(row.event_id), subject=row.subject[:200], stream=ack.stream,
+                stored_seq=ack.seq,
+                detail="JetStream already holds a message with this event id and dropped this"
+                " one: a re-publish after a crash or handover (harmless), or a reused event id"
+                " (then this row's event was never stored)",
+            )  # fmt: skip
+            return
+        self.published += 1
+        self.by_stream[ack.stream] += 1
+        self.by_type[(ack.stream, self.type_label(row.headers.get(_TYPE)))] += 1
         if self.lag is not None:
             self.lag(time.time() - row.created_at.timestamp())
+
+    def type_label(self, event_type: object) -> str:
+        """The metric label of an event type: bounded, whatever producers write."""
+        if not isinstance(event_type, str) or not event_type:
+            return "unknown"
+        if event_type in self._catalog or event_type in self._other_labels:
+            return event_type
+        if (
+            len(self._other_labels) >= MAX_OTHER_TYPE_LABELS
+            or len(event_type) > MAX_TYPE_LABEL_LENGTH
+        ):
+            return OTHER_TYPES
+        self._other_labels.add(event_type)
+        return event_type
 
     def record_batch(self, claimed: int, sent: int, seconds: float) -> None:
         self.batches += 1

@@ -233,7 +233,7 @@ async def _run(
     ]
     summary = Summary(
         committed=len(committed),
-        published=relay.stats.published - relay.stats.duplicates,
+        published=relay.stats.published,
         consumed=len(notes.applied),
         duplicates_applied=notes.duplicate_effects,
         redeliveries_skipped=notes.skipped_duplicates,

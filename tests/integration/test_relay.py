@@ -118,7 +118,9 @@ async def test_late_commits_are_never_skipped_and_keys_keep_commit_order(
             assert credits == list(range(25)), key
 
 
-async def test_republish_is_dropped_by_jetstream_dedup(database_url: str, nats_url: str) -> None:
+async def test_republish_is_dropped_by_jetstream_dedup(
+    database_url: str, nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     await apply_default_streams(nats_url)
     events = [update(f"D{i}") for i in range(50)]
     async with engine(database_url) as eng:
@@ -130,9 +132,27 @@ async def test_republish_is_dropped_by_jetstream_dedup(database_url: str, nats_u
         await produce(eng, [e.model_copy() for e in events])
         async with running_relay(database_url, nats_url) as app:
             deadline = time.monotonic() + 20
-            while app.stats.published < 50 and time.monotonic() < deadline:
+            while app.stats.duplicates < 50 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert app.stats.duplicates == 50
+            assert app.stats.published == 0  # JetStream stored none of them
+            samples = [s for m in app.metrics.registry.collect() for s in m.samples]
+            counted = {
+                name: sum(s.value for s in samples if s.name == name)
+                for name in (
+                    "vertector_relay_events_published_total",
+                    "vertector_relay_publish_duplicates_total",
+                )
+            }
+            assert counted == {
+                "vertector_relay_events_published_total": 0,
+                "vertector_relay_publish_duplicates_total": 50,
+            }
+    # Each is reported: a reused event id is otherwise silently dropped with its row.
+    reported = [r for r in caplog.records if r.getMessage() == "relay.event.duplicate"]
+    fields = [vars(r)["event_fields"] for r in reported]
+    assert {f["event_id"] for f in fields} == {str(e.event_id) for e in events}
+    assert {f["subject"] for f in fields} == {"academic.course.updated"}
     assert len(await stream_messages(nats_url)) == 50
     assert await pg_rows(database_url, "SELECT 1 FROM outbox_events") == []
 
