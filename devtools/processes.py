@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Self
 
@@ -102,6 +103,16 @@ class RelayProcess(ChildProcess):
     def stop(self) -> None:
         """SIGTERM and wait for the graceful exit (SIGKILL after 30 s)."""
         self.terminate(signal.SIGTERM, 30)
+
+    async def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        """Wait until the relay's output contains ``text``: a fault test waits for what the
+        relay did, not for a guess of how long it takes on a busy machine."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the relay's output after {timeout} s:\n"
+                                     f"{self.tail()}")  # fmt: skip
+            await asyncio.sleep(0.1)
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
