@@ -344,3 +344,23 @@ async def test_leave_gives_back_every_lease_and_forgets_the_instance(driver: Dri
     assert await instances(a) == ["b"]
     assert [(await lease_of(a, p))["owner"] for p in (0, 1)] == [None, None]
     assert await PgLeaseStore(b).acquire("b", TTL, 2) == [0, 1]
+
+
+async def test_waiting_subjects_names_each_subject_of_committed_unsent_rows_once(
+    driver: Driver,
+) -> None:
+    store, _ = await owning(driver, "a")
+    keys = keys_in(P, 6)
+    long = "academic." + "x" * 2000
+    for key, subject in zip(
+        keys, ["a.one", "a.two", "a.one", long, "a.sent", "a.bad"], strict=True
+    ):
+        await driver.insert(key, subject)
+    await driver.begin(keys_in(Q, 1)[0])  # not committed: its subject is not named
+    sent, bad = (r.id for r in (await store.claim([P], [], [], 10))[4:6])
+    assert await store.mark_sent(acked(sent)) == 1
+    await store.quarantine([(bad, "poison")])
+
+    waiting = await store.waiting_subjects(10)
+    assert sorted(waiting) == sorted(["a.one", "a.two", long[:1025]])
+    assert len(await store.waiting_subjects(2)) == 2
