@@ -1,11 +1,13 @@
-"""The one function that decides what a NATS error means for an event: retry or quarantine.
+"""The one module that decides what a failed publish means for its event: retry or quarantine.
 
-Measured facts this encodes (see DESIGN.md): 'no responders' is what both a missing stream and
-a leader election look like, so it is retried before quarantine; a permission violation shows
-up as a timeout; a full stream with discard-new answers an API error that clears when space
-frees up: REFUSED, since NATS answered, only that event's key waits (not the whole loop).
-Size and subject problems are caught before sending (``relay.checks``) because the server
-answers them by closing the connection.
+It reads typed answers (:mod:`relay.pubacks`) and the few exceptions a send itself raises.
+Measured facts this encodes (see the tests): 'no responders' is what both a missing stream and
+a leader election look like, so it is retried before the JetStream API is asked
+(:mod:`relay.natspublisher` settles it); a full stream with discard-new answers an API error
+that clears when space frees up: REFUSED, since NATS answered, only that event's key waits; no
+answer at all is TRANSIENT (an outage when a whole batch gets none). Whatever can never
+succeed is POISON and quarantined with the reason: a permission violation, an answer that is
+not a PubAck, a JetStream error about the message itself (the table below).
 """
 
 from __future__ import annotations
@@ -13,32 +15,84 @@ from __future__ import annotations
 import asyncio
 
 import nats.errors
-import nats.js.errors
 
-from relay.ports import Failure, Verdict
+from relay.ports import Ack, Failure, PublishResult, Verdict
+from relay.pubacks import ApiError, NoReply, NoResponders, NotAPubAck, PermissionDenied, Reply
 
-# JetStream API error codes that can never succeed for this message.
-_POISON_API_CODES = {
+#: JetStream error codes (nats-server ``server/errors.json``) a re-send of the same message can
+#: never turn into a PubAck. Any other code (a full stream 10077, an unavailable cluster 10008,
+#: a stream offline 10118, too many requests 10167 ...) is retried for its key with backoff.
+POISON_API_CODES = {
     10054: "message size exceeds the stream's maximum",
     10060: "expected stream does not match",
+    10070: "wrong last msg ID",
+    10071: "wrong last sequence",
+    10097: "header size exceeds 64k",
+    10109: "stream is sealed",
+    10111: "rollup not permitted",
+    10164: "wrong last sequence",
+    10165: "invalid per-message TTL",
+    10166: "per-message TTL is disabled",
+    10168: "message counters are disabled",
+    10169: "message counter increment is missing",
+    10170: "message counter has a payload",
+    10171: "message counter increment is invalid",
+    10172: "message counter is broken",
+    10174: "atomic publish is disabled",
+    10175: "atomic publish sequence is missing",
+    10176: "atomic publish batch is incomplete",
+    10177: "atomic publish header not supported",
+    10179: "atomic publish batch ID is invalid",
+    10193: "missing sequence for expected last sequence per subject",
+    10199: "atomic publish batch is too large",
+    10200: "atomic publish batch commit is invalid",
+    10201: "atomic publish batch contains a duplicate message id",
+    10205: "batch publish is disabled",
+    10206: "batch publish pattern is invalid",
+    10207: "batch publish ID is invalid",
+    10208: "batch publish ID unknown",
 }
+
+TIMEOUT = Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
+
+
+def judge(reply: Reply) -> PublishResult:
+    """What a typed answer means: the :class:`Ack` itself, or a verdict with a short,
+    payload-free reason."""
+    match reply:
+        case Ack():
+            return reply
+        case NoReply():
+            return TIMEOUT
+        case NoResponders():
+            return Failure(Verdict.NO_STREAM, "no stream captures the subject (or no responders)")
+        case ApiError(code=code, err_code=err_code, description=description):
+            if err_code in POISON_API_CODES:
+                return Failure(
+                    Verdict.POISON, f"jetstream {err_code}: {POISON_API_CODES[err_code]}"
+                )
+            return Failure(Verdict.REFUSED, f"jetstream {code} {err_code}: {description}")
+        case NotAPubAck(status=status, size=size):
+            detail = f"status {status!r}, " if status else ""
+            return Failure(
+                Verdict.POISON, f"reply is not a PubAck ({detail}{size} bytes): not a stream"
+            )
+        case PermissionDenied():
+            return Failure(
+                Verdict.POISON,
+                "permissions violation: the relay's NATS user may not publish to the subject",
+            )
 
 
 def classify(exc: BaseException) -> Failure:
-    """Map a publish exception to a verdict and a short, payload-free reason."""
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return Failure(Verdict.NO_STREAM, "no stream captures the subject (or no responders)")
-    if isinstance(exc, nats.js.errors.APIError):
-        code = exc.err_code or 0
-        if code in _POISON_API_CODES:
-            return Failure(Verdict.POISON, f"jetstream {code}: {_POISON_API_CODES[code]}")
-        return Failure(Verdict.REFUSED, f"jetstream {exc.code} {code}: {exc.description}")
+    """What an exception raised by the send itself means (the server's answers are
+    :func:`judge`'s)."""
     if isinstance(exc, nats.errors.BadSubjectError | nats.errors.BadHeaderError):
         return Failure(Verdict.POISON, f"invalid message: {type(exc).__name__}")
     if isinstance(exc, nats.errors.MaxPayloadError):
         return Failure(Verdict.POISON, "payload over the server's max_payload")
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
+        return TIMEOUT
     if isinstance(exc, asyncio.CancelledError):
         return Failure(Verdict.TRANSIENT, "publish cancelled")
     # Lost connections, stalled buffers, anything unexpected: retried with the same id.

@@ -10,7 +10,6 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from outbox_client.headers import Header
@@ -19,11 +18,11 @@ from outbox_client.streams import StreamConfig
 from outbox_client.tracing import relay_span_headers
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.checks import Admission, outgoing_headers, oversize
-from relay.classify import classify
+from relay.classify import TIMEOUT, classify, judge
 from relay.errors import PublishError
 from relay.log import log_event
 from relay.ports import Failure, OutboxRow, PublishResult, Verdict
-from relay.pubacks import PubAcks, read_puback
+from relay.pubacks import PubAcks, Reply
 
 logger = logging.getLogger("relay.nats")
 _TRACEPARENT = Header.TRACEPARENT.value
@@ -99,7 +98,10 @@ class NatsPublisher:
         return self._js
 
     async def _on_error(self, exc: Exception) -> None:
-        # Permission violations and protocol errors arrive here, not at the publish call.
+        # Permission violations and protocol errors arrive here, not at the publish call. A
+        # violation for a publish in flight becomes that event's verdict (and its log entry).
+        if self._acks.on_error(exc):
+            return
         log_event(
             logger, "relay.nats.error", level=logging.WARNING, error=f"{type(exc).__name__}: {exc}"
         )
@@ -154,7 +156,7 @@ class NatsPublisher:
         nc = self.client
         max_payload = nc.max_payload
         results: list[PublishResult | None] = [None] * len(rows)
-        futures: dict[asyncio.Future[Msg], int] = {}
+        futures: dict[asyncio.Future[Reply], int] = {}
         tracing = self.config.enable_tracing
         for index, row in enumerate(rows):
             refused = self.admission.refusal(row)
@@ -168,7 +170,7 @@ class NatsPublisher:
             if refused is not None:
                 results[index] = refused
                 continue
-            reply, future = self._acks.expect()
+            reply, future = self._acks.expect(row.subject)
             try:
                 await nc.publish(row.subject, row.payload, reply=reply, headers=headers)
             except Exception as exc:  # every failure becomes a verdict: see classify()
@@ -182,11 +184,7 @@ class NatsPublisher:
             for future in pending:
                 future.cancel()
             for future, index in futures.items():
-                results[index] = (
-                    Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
-                    if future.cancelled()
-                    else read_puback(future.result())
-                )
+                results[index] = TIMEOUT if future.cancelled() else judge(future.result())
         return [r if r is not None else Failure(Verdict.TRANSIENT, "not sent") for r in results]
 
     async def close(self, drain_seconds: float = 10.0) -> None:

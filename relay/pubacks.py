@@ -1,28 +1,70 @@
-"""PubAcks for pipelined JetStream publishes, read by the relay itself.
+"""PubAcks for pipelined JetStream publishes, read by the relay itself, as typed replies.
 
 nats-py's ``publish_async`` loses every error reply: ``APIError.from_error`` raises inside its
 reply handler, so the future is never resolved and a full stream (503, err 10077) or a
 too-large message (400, err 10054) looks like a PubAck timeout (nats-io/nats.py#985, open).
 This module does what ``publish_async`` does — one wildcard reply subscription, one future per
-message — and turns every reply into a result, errors included.
+message — and turns every answer into a :data:`Reply`: a PubAck, a JetStream API error, "no
+responders", something that is not a PubAck at all, or the server's permission violation for
+the subject (which nats-py reports only to ``error_cb``). What a reply *means* for the event is
+decided in one place, :mod:`relay.classify`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
-import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from relay.classify import classify
-from relay.ports import Ack, Failure, PublishResult, Verdict
+from relay.ports import Ack
 
 _STATUS = "Status"
 _NO_RESPONDERS = "503"
+#: nats-py lower-cases the server's -ERR text before handing it to error_cb.
+_DENIED_PUBLISH = 'nats: permissions violation for publish to "'
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """JetStream refused the message: ``err_code`` is its JetStream error code."""
+
+    code: int
+    err_code: int
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoResponders:
+    """Nothing listens on the subject: no stream, or a stream without a leader."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotAPubAck:
+    """Something answered that is not JetStream (a service, a forged reply)."""
+
+    status: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionDenied:
+    """The server refused the publish: the relay's NATS user may not publish there."""
+
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoReply:
+    """Nothing came back in time (NATS down, slow, cut off)."""
+
+
+Reply = Ack | ApiError | NoResponders | NotAPubAck | PermissionDenied | NoReply
 
 
 class PubAcks:
@@ -31,7 +73,8 @@ class PubAcks:
     def __init__(self) -> None:
         self._prefix = ""
         self._next = 0
-        self._futures: dict[str, asyncio.Future[Msg]] = {}
+        self._futures: dict[str, asyncio.Future[Reply]] = {}
+        self._by_subject: dict[str, deque[str]] = {}  # lower-cased subject -> tokens, oldest 1st
         self._sub: Subscription | None = None
 
     async def start(self, nc: Client) -> None:
@@ -39,52 +82,73 @@ class PubAcks:
         self._prefix = nc.new_inbox()
         self._sub = await nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
 
-    def expect(self) -> tuple[str, asyncio.Future[Msg]]:
-        """A reply subject and the future its PubAck will resolve."""
+    def expect(self, subject: str) -> tuple[str, asyncio.Future[Reply]]:
+        """A reply subject for a publish to ``subject`` and the future its reply resolves."""
         self._next += 1
         token = str(self._next)
-        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
-        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        waiting = self._by_subject.setdefault(subject.lower(), deque())
+        waiting.append(token)
+
+        def forget(_: object) -> None:
+            self._futures.pop(token, None)
+            if token in waiting:
+                waiting.remove(token)
+            if not waiting:
+                self._by_subject.pop(subject.lower(), None)
+
+        future.add_done_callback(forget)
         return f"{self._prefix}.{token}", future
+
+    def on_error(self, error: Exception) -> bool:
+        """Resolve the oldest publish a permission violation names; True if it named one.
+
+        The server answers each publish it refuses with one ``-ERR``, in order, on the same
+        connection, so the oldest waiting publish to that subject is the one refused.
+        """
+        text = str(error)
+        if not text.startswith(_DENIED_PUBLISH):
+            return False
+        subject = text[len(_DENIED_PUBLISH) :].rstrip('"')
+        waiting = self._by_subject.get(subject)
+        while waiting:
+            future = self._futures.get(waiting.popleft())
+            if future is not None and not future.done():
+                future.set_result(PermissionDenied(subject))
+                return True
+        return False
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._futures.get(msg.subject.rpartition(".")[2])
         if future is not None and not future.done():
-            future.set_result(msg)
+            future.set_result(read_reply(msg))
 
 
-def read_puback(msg: Msg) -> PublishResult:
-    """A PubAck, or the failure the server answered with (never raises)."""
-    if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS and not msg.data:
-        return classify(nats.js.errors.NoStreamResponseError())
+def read_reply(msg: Msg) -> Reply:
+    """What the server (or whoever answered) said, typed; never raises."""
+    status = msg.headers.get(_STATUS, "") if msg.headers else ""
+    if status == _NO_RESPONDERS and not msg.data:
+        return NoResponders()
     try:
         body: Any = json.loads(msg.data)
     except (ValueError, RecursionError):
-        return _not_a_puback(msg)
+        return NotAPubAck(status[:20], len(msg.data))
     if not isinstance(body, dict):
-        return _not_a_puback(msg)
+        return NotAPubAck(status[:20], len(msg.data))
     error = body.get("error")
     if isinstance(error, dict):
-        return classify(
-            nats.js.errors.APIError(
-                code=error.get("code"),
-                err_code=error.get("err_code"),
-                description=error.get("description"),
-            )
+        return ApiError(
+            code=_int(error.get("code")),
+            err_code=_int(error.get("err_code")),
+            description=str(error.get("description", ""))[:200],
         )
     stream, seq = body.get("stream"), body.get("seq")
     if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool):
-        return _not_a_puback(msg)
+        return NotAPubAck(status[:20], len(msg.data))
     # A first publish has no "duplicate" field; a re-publish dropped as a duplicate has true.
     return Ack(stream=stream, seq=seq, duplicate=bool(body.get("duplicate")))
 
 
-def _not_a_puback(msg: Msg) -> Failure:
-    # Something other than JetStream answered on the subject (a service, a forged reply): the
-    # message reached no stream we know of, and re-sending it would reach the same answer.
-    status = msg.headers.get(_STATUS, "") if msg.headers else ""
-    detail = f"status {status[:20]!r}, " if status else ""
-    return Failure(
-        Verdict.POISON, f"reply is not a PubAck ({detail}{len(msg.data)} bytes): not a stream"
-    )
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

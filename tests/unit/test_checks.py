@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nats.errors
-import nats.js.errors
 import pytest
 
 from outbox_client.policy import header_block_size as header_size
@@ -90,7 +89,6 @@ def test_header_values_with_line_breaks_are_poison() -> None:
 @pytest.mark.parametrize(
     ("exc", "verdict"),
     [
-        (nats.js.errors.NoStreamResponseError(), Verdict.NO_STREAM),
         (nats.errors.TimeoutError(), Verdict.TRANSIENT),
         (TimeoutError(), Verdict.TRANSIENT),
         (nats.errors.ConnectionClosedError(), Verdict.TRANSIENT),
@@ -98,18 +96,6 @@ def test_header_values_with_line_breaks_are_poison() -> None:
         (nats.errors.BadSubjectError(), Verdict.POISON),
         (nats.errors.BadHeaderError("x y"), Verdict.POISON),
         (nats.errors.MaxPayloadError(), Verdict.POISON),
-        (
-            nats.js.errors.APIError(
-                code=503, err_code=10077, description="maximum messages exceeded"
-            ),
-            Verdict.REFUSED,
-        ),
-        (
-            nats.js.errors.APIError(
-                code=400, err_code=10054, description="message size exceeds maximum allowed"
-            ),
-            Verdict.POISON,
-        ),
         (RuntimeError("surprise"), Verdict.TRANSIENT),
     ],
 )

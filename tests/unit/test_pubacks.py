@@ -1,19 +1,28 @@
-"""Reading PubAcks: every reply, errors included, becomes a result (nats-io/nats.py#985)."""
+"""Reading PubAcks: every answer, errors included, becomes a typed reply (nats-io/nats.py#985),
+and one module (relay.classify) says what each means for the event."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import nats.errors
+import pytest
 from nats.aio.msg import Msg
 
-from relay.ports import Ack, Failure, Verdict
-from relay.pubacks import read_puback
+from relay.classify import POISON_API_CODES, judge
+from relay.ports import Ack, Failure, PublishResult, Verdict
+from relay.pubacks import ApiError, NoReply, PermissionDenied, PubAcks, read_reply
 
 
 def reply(body: Any = None, headers: dict[str, str] | None = None) -> Msg:
     data = b"" if body is None else json.dumps(body).encode()
     return Msg(_client=None, subject="_INBOX.x.1", data=data, headers=headers)  # type: ignore[arg-type]
+
+
+def read_puback(msg: Msg) -> PublishResult:
+    return judge(read_reply(msg))
 
 
 def test_an_ack_and_a_duplicate() -> None:
@@ -33,11 +42,56 @@ def test_a_message_over_the_stream_limit_is_poison() -> None:
     assert isinstance(result, Failure) and result.verdict is Verdict.POISON
 
 
-def test_no_responders_and_garbage() -> None:
+@pytest.mark.parametrize(
+    "err_code",
+    # header too big, rollup not permitted, wrong last sequence, TTL disabled, over the
+    # stream's max message size, expected stream mismatch, wrong last msg id, sealed stream
+    [10097, 10111, 10071, 10166, 10054, 10060, 10070, 10109],
+)
+def test_refusals_that_can_never_succeed_are_poison(err_code: int) -> None:
+    result = judge(ApiError(400, err_code, "x"))
+    assert result == Failure(Verdict.POISON, f"jetstream {err_code}: {POISON_API_CODES[err_code]}")
+
+
+@pytest.mark.parametrize(
+    "err_code",
+    # full stream, cluster unavailable, insufficient resources, stream offline, duplicate in
+    # process, too many requests, expected-last-seq-per-subject not ready, unknown
+    [10077, 10008, 10023, 10118, 10158, 10167, 10163, 99999],
+)
+def test_refusals_that_may_clear_are_retried_for_their_key(err_code: int) -> None:
+    result = judge(ApiError(503, err_code, "x"))
+    assert isinstance(result, Failure) and result.verdict is Verdict.REFUSED
+
+
+def test_no_responders_no_reply_and_garbage() -> None:
     no_responders = read_puback(reply(headers={"Status": "503"}))
     assert isinstance(no_responders, Failure) and no_responders.verdict is Verdict.NO_STREAM
+    assert judge(NoReply()) == Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
     garbage = Msg(_client=None, subject="x", data=b"{not json")  # type: ignore[arg-type]
-    for answer in (garbage, reply({"what": 1}), reply([1]), reply({"stream": "S", "seq": "7"})):
+    nested = Msg(_client=None, subject="x", data=b"[" * 5000)  # type: ignore[arg-type]
+    answers = [garbage, nested, reply({"what": 1}), reply([1]), reply({"stream": "S", "seq": "7"})]
+    for answer in [*answers, reply(headers={"Status": "408"})]:
         result = read_puback(answer)
         assert isinstance(result, Failure) and result.verdict is Verdict.POISON, answer
         assert "reply is not a PubAck" in result.reason
+
+
+async def test_a_permission_violation_settles_the_oldest_publish_to_its_subject() -> None:
+    acks = PubAcks()
+    _, first = acks.expect("Payroll.Salaries")
+    _, second = acks.expect("Payroll.Salaries")
+    _, other = acks.expect("academic.course.created")
+    # nats-py hands error_cb the server's -ERR text, lower-cased.
+    error = nats.errors.Error('nats: permissions violation for publish to "payroll.salaries"')
+    assert acks.on_error(error)
+    assert first.done() and first.result() == PermissionDenied("payroll.salaries")
+    assert not second.done() and not other.done()
+    assert not acks.on_error(nats.errors.Error("nats: some other protocol error"))
+    denied = judge(first.result())
+    assert isinstance(denied, Failure) and denied.verdict is Verdict.POISON
+    assert "permissions violation" in denied.reason
+    for future in (second, other):
+        future.cancel()
+    await asyncio.sleep(0)
+    assert not acks.on_error(error), "a cancelled publish is not settled again"

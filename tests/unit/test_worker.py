@@ -234,6 +234,23 @@ async def test_an_outage_backs_off_the_loop_and_retries_the_same_rows() -> None:
     assert sorted(x.id for x in pub.stream) == list(range(1, 31))
 
 
+async def test_a_batch_of_nothing_but_poison_is_not_an_outage() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    bad = [store.add(f"b{i}", subject="payroll.salaries") for i in range(10)]
+    good = [store.add(f"g{i}") for i in range(10)]
+    pub.verdict = lambda r: (
+        Failure(Verdict.POISON, "permissions violation")
+        if r.subject.startswith("payroll")
+        else None
+    )
+    r = relay(store, pub)
+    assert await r.step() is None  # a full batch, all quarantined: straight on, no backoff
+    assert await r.step() is None
+    await r.finish()
+    assert pub.calls[0] == [b.id for b in bad] and pub.calls[1] == [g.id for g in good]
+    assert all(store.rows[b.id].quarantined for b in bad)
+
+
 async def test_marks_that_fail_are_retried_without_publishing_again() -> None:
     store, pub = MemoryStore(), FakePublisher()
     for i in range(25):
