@@ -56,7 +56,9 @@ async def _run_async() -> None:
     if connection is not None:
         _run_sync(connection)
         return
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    # A server that does not answer fails the migration in 10 s rather than asyncpg's 60.
+    timeout = float(config.attributes.get("connect_timeout", 10.0))
+    engine = create_async_engine(_url(), poolclass=pool.NullPool, connect_args={"timeout": timeout})
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run_sync)

@@ -47,9 +47,9 @@ async def connect_nats(config: NATSConfig, **callbacks: Any) -> Client:
     connecting = True
 
     async def remember(exc: Exception) -> None:
-        if connecting:  # only the first connection's errors explain a failure to connect
+        if connecting:  # the first connection's errors explain its failure, raised below
             last_error.append(exc)
-        if user_error_cb is not None:
+        elif user_error_cb is not None:
             await user_error_cb(exc)
 
     options["error_cb"] = remember
@@ -65,8 +65,9 @@ async def connect_nats(config: NATSConfig, **callbacks: Any) -> Client:
         # says less than the refusal, so report the last error that is not a bare disconnect.
         telling = [e for e in last_error if not isinstance(e, _DISCONNECTS)]
         cause = (telling or last_error or [exc])[-1]
+        why = str(cause).strip() or f"no answer within {deadline:g} s"
         raise NATSConnectionError(
-            f"cannot connect to NATS at {config.describe()}: {type(cause).__name__}: {cause}"
+            f"cannot connect to NATS at {config.describe()}: {type(cause).__name__}: {why}"
         ) from cause
     connecting = False
     nc.options["max_reconnect_attempts"] = reconnects

@@ -157,8 +157,14 @@ class EventConsumer:
         self.dead_lettered = 0
         self.redelivered = 0
         self.handler_seconds = 0.0
-        self.handler_latency = HANDLER_SECONDS.labels(consumer_config.durable_name)
-        _REGISTERED[consumer_config.durable_name] = self
+        # NATS_ENABLE_METRICS=false: no vertector_consumer_* series for this consumer.
+        self.handler_latency = (
+            HANDLER_SECONDS.labels(consumer_config.durable_name)
+            if client.config.enable_metrics
+            else None
+        )
+        if client.config.enable_metrics:
+            _REGISTERED[consumer_config.durable_name] = self
 
     async def ensure(self) -> None:
         """Create or update the durable consumer (and the dead-letter stream)."""
@@ -225,7 +231,7 @@ class EventConsumer:
             return
         started = time.perf_counter()
         try:
-            with consumer_span(msg.headers, event.event_type):
+            with consumer_span(msg.headers, event.event_type, self.client.config.enable_tracing):
                 await handler(event, msg)
         except PermanentError as exc:
             self.failed += 1
@@ -247,7 +253,8 @@ class EventConsumer:
             return
         self.processed += 1
         self.handler_seconds = time.perf_counter() - started
-        self.handler_latency.observe(self.handler_seconds)
+        if self.handler_latency is not None:
+            self.handler_latency.observe(self.handler_seconds)
         if not msg._ackd and self.config.ack_policy != "none":
             await msg.ack()
 

@@ -13,9 +13,17 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from outbox_client.redact import redact
+
 
 class NATSConfig(BaseSettings):
-    """How to reach NATS. Every field has a ``NATS_<FIELD>`` environment variable.
+    """How to reach NATS. Every field has a ``NATS_<FIELD>`` environment variable, also read
+    from a ``.env`` file in the working directory (the environment wins; blank means unset).
+
+    ``enable_tracing``: W3C trace context goes out with what ``EventPublisher`` publishes and the
+    relay forwards, and the consumer continues it in a span (with OpenTelemetry installed).
+    ``enable_metrics``: ``EventConsumer`` records its Prometheus metrics
+    (``vertector_consumer_*``); the relay's own metrics are ``RELAY_METRICS_PORT``'s.
 
     Reconnection is forever by default (``max_reconnect_attempts=-1``): a service must ride
     out an outage, not exit after nats-py's default of about two minutes. Pings every 10 s
@@ -23,7 +31,15 @@ class NATSConfig(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="NATS_", frozen=True, extra="ignore", env_file=None, hide_input_in_errors=True
+        env_prefix="NATS_",
+        frozen=True,
+        extra="ignore",
+        hide_input_in_errors=True,
+        # The template says: copy .env.example to .env. Variables in the environment win, and
+        # one left blank (NATS_USERNAME=) is not set, as the template means it.
+        env_file=".env",
+        env_ignore_empty=True,
+        allow_inf_nan=False,
     )
 
     servers: Annotated[list[str], NoDecode] = Field(
@@ -71,7 +87,8 @@ class NATSConfig(BaseSettings):
     def _urls(cls, value: list[str]) -> list[str]:
         for url in value:
             if "://" not in url:
-                raise ValueError(f"{url!r} is not a URL: write nats://{url} (or tls://{url})")
+                host = url.rpartition("@")[2]  # never echo credentials
+                raise ValueError(f"{host!r} is not a URL: write nats://{host} (or tls://{host})")
         return value
 
     @field_validator("inbox_prefix")
@@ -89,12 +106,20 @@ class NATSConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> NATSConfig:
+        credentials = ("username", "password", "token", "credentials_file", "nkey_seed_file")
+        given = [f"NATS_{name.upper()}" for name in credentials if getattr(self, name) is not None]
+        if given and not self.enable_auth:
+            raise ValueError(
+                f"{', '.join(given)} set but NATS_ENABLE_AUTH is not true: set "
+                "NATS_ENABLE_AUTH=true to use them, or unset them"
+            )
         if self.username is not None and self.password is None:
             raise ValueError("NATS_USERNAME is set without NATS_PASSWORD")
         if self.enable_auth:
             has_user = self.username is not None and self.password is not None
             others = (self.token, self.credentials_file, self.nkey_seed_file)
-            if not has_user and all(item is None for item in others):
+            in_urls = any("@" in url.split("://", 1)[-1].split("/")[0] for url in self.servers)
+            if not (has_user or in_urls) and all(item is None for item in others):
                 raise ValueError(
                     "NATS_ENABLE_AUTH=true needs credentials: set NATS_USERNAME and NATS_PASSWORD, "
                     "or NATS_TOKEN, or NATS_CREDENTIALS_FILE, or NATS_NKEY_SEED_FILE"
@@ -155,4 +180,5 @@ class NATSConfig(BaseSettings):
         """A one-line, secret-free description for logs."""
         auth = "auth" if self.enable_auth else "no auth"
         tls = "tls" if self.enable_tls else "plain"
-        return f"{','.join(self.servers)} ({tls}, {auth}, client {self.client_name})"
+        servers = redact(",".join(self.servers))
+        return f"{servers} ({tls}, {auth}, client {self.client_name})"

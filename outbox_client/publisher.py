@@ -19,6 +19,9 @@ from outbox_client.client import NATSClient
 from outbox_client.errors import OutboxError
 from outbox_client.events.base import BaseEvent
 from outbox_client.headers import Header
+from outbox_client.tracing import current_trace_context
+
+_TRACE_HEADERS = (Header.TRACEPARENT.value, Header.TRACESTATE.value)
 
 
 class PublishFailedError(OutboxError):
@@ -68,9 +71,13 @@ class EventPublisher:
         self.retry_backoff_base = retry_backoff_base
         self.timeout = timeout
 
-    @staticmethod
-    def _headers(event: BaseEvent) -> dict[str, str]:
-        return {**event.nats_headers(), Header.MSG_ID.value: str(event.event_id)}
+    def _headers(self, event: BaseEvent) -> dict[str, str]:
+        headers = {**event.nats_headers(), Header.MSG_ID.value: str(event.event_id)}
+        if not self.client.config.enable_tracing:  # NATS_ENABLE_TRACING=false: no trace context
+            return {k: v for k, v in headers.items() if k not in _TRACE_HEADERS}
+        if Header.TRACEPARENT.value not in headers:  # the caller's active span, if any
+            headers |= current_trace_context()
+        return headers
 
     async def publish(self, event: BaseEvent) -> PublishAck:
         if not isinstance(event, BaseEvent):

@@ -34,9 +34,12 @@ def extract_context(headers: Mapping[str, str] | None) -> Any:
 
 
 @contextlib.contextmanager
-def consumer_span(headers: Mapping[str, str] | None, event_type: str) -> Iterator[None]:
-    """A consumer span that continues the producer's trace (no-op without OpenTelemetry)."""
-    if _propagate is None:
+def consumer_span(
+    headers: Mapping[str, str] | None, event_type: str, enabled: bool = True
+) -> Iterator[None]:
+    """A consumer span that continues the producer's trace (no-op without OpenTelemetry, or
+    when not ``enabled``: ``NATS_ENABLE_TRACING=false``)."""
+    if _propagate is None or not enabled:
         yield
         return
     tracer = _trace.get_tracer("outbox_client")

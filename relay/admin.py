@@ -11,20 +11,28 @@ from typing import Any
 
 import asyncpg
 
-from relay.errors import StoreError
+from relay.errors import StoreError, cause
 from relay.pgstore import DRIVER_ERRORS
 from relay.queries import query
+
+#: Seconds to connect, and an operator statement may take, before the command gives up.
+ADMIN_CONNECT_TIMEOUT = 10.0
+ADMIN_STATEMENT_TIMEOUT = 120.0
 
 
 async def _run(dsn: str, method: str, name: str, *args: Any) -> Any:
     try:
-        conn = await asyncpg.connect(dsn, timeout=10)
+        # Bounded both ways: a server that does not answer ends the command with the cause.
+        conn = await asyncpg.connect(
+            dsn, timeout=ADMIN_CONNECT_TIMEOUT, command_timeout=ADMIN_STATEMENT_TIMEOUT
+        )
     except DRIVER_ERRORS as exc:
-        raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        waited = ADMIN_CONNECT_TIMEOUT
+        raise StoreError(f"cannot connect to PostgreSQL: {cause(exc, waited)}") from exc
     try:
         return await getattr(conn, method)(query(name), *args)
     except DRIVER_ERRORS as exc:
-        raise StoreError(f"{name} failed: {exc}") from exc
+        raise StoreError(f"{name} failed: {cause(exc, ADMIN_STATEMENT_TIMEOUT)}") from exc
     finally:
         await conn.close()
 

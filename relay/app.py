@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import nats.errors
 
@@ -15,7 +16,7 @@ from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
 from relay.aio import sleep_until_stopped
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
-from relay.errors import PublishError, RelayError, StoreError
+from relay.errors import ConfigError, PublishError, RelayError, StoreError
 from relay.http import HealthServer
 from relay.leases import LeaseManager
 from relay.listener import PgListener
@@ -32,6 +33,7 @@ from relay.streams import check_configured, risky_settings, unroutable
 from relay.worker import LoopConfig, Relay
 
 logger = logging.getLogger("relay.app")
+T = TypeVar("T")
 
 #: Re-publishes later than this after a publish are possible (crash, restart, outage).
 RETRY_HORIZON_SECONDS = 120.0
@@ -109,11 +111,14 @@ class RelayApp:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect (retrying forever), check streams, loop until ``stop``, shut down cleanly."""
+        """Bind the health port, connect (retrying forever), check streams, loop until
+        ``stop``, shut down cleanly. A port in use is a :class:`ConfigError` before anything
+        connects, so a second relay on one host fails at once instead of joining and dying."""
         log_event(
             logger, "relay.starting", instance=self.settings.instance_name,
             nats=self.nats_config.describe(), batch_size=self.settings.batch_size,
         )  # fmt: skip
+        await self._listen()
         try:
             if not await _until_connected(
                 self.store.open, self.policies.postgres_unavailable, "postgres", stop
@@ -129,18 +134,37 @@ class RelayApp:
         finally:
             await self.publisher.close()
             await self.store.close()
+            if self.http is not None:
+                await self.http.close()
             log_event(logger, "relay.stopped", published=self.stats.published)
+
+    async def _listen(self) -> None:
+        if self.settings.metrics_port < 0:
+            return
+        http = HealthServer(
+            self.settings.metrics_host, self.settings.metrics_port,
+            self.metrics.registry, self.readiness,
+        )  # fmt: skip
+        try:
+            await http.start()
+        except OSError as exc:
+            where = f"{self.settings.metrics_host}:{self.settings.metrics_port}"
+            raise ConfigError(
+                f"cannot listen on {where} (RELAY_METRICS_PORT): {exc.strerror or exc}; "
+                "another relay on this host? give each its own RELAY_METRICS_PORT "
+                "(0: any free port, -1: none)"
+            ) from exc
+        self.http = http
 
     async def _check_streams(self, stop: asyncio.Event) -> bool:
         """Refuse to start if a configured stream is missing; a slow or unreachable JetStream
         API (timeouts, elections) is waited out, not fatal. False when stopped first."""
         attempt = 0
         while not stop.is_set():
-            js = self.publisher.jetstream
             try:
-                await check_configured(js, self.streams)
-                warnings = await risky_settings(js, RETRY_HORIZON_SECONDS)
-                warnings += await self._unroutable_waiting()
+                finished, warnings = await _unless_stopped(self._stream_warnings(), stop)
+                if not finished:
+                    return False
             except (TimeoutError, nats.errors.Error) as exc:
                 attempt += 1
                 delay = self.policies.nats_unavailable.delay(attempt)
@@ -150,7 +174,7 @@ class RelayApp:
                 )  # fmt: skip
                 await sleep_until_stopped(stop, delay)
                 continue
-            for warning in warnings:
+            for warning in warnings or []:
                 log_event(logger, "relay.config.risky", level=logging.WARNING, detail=warning)
             return True
         return False
@@ -171,6 +195,12 @@ class RelayApp:
             f"{len(refused)} subject(s) of waiting rows will be quarantined, not published "
             f"(reserved, malformed, or no configured stream captures them): {shown}"
         ]
+
+    async def _stream_warnings(self) -> list[str]:
+        js = self.publisher.jetstream
+        await check_configured(js, self.streams)
+        warnings = await risky_settings(js, RETRY_HORIZON_SECONDS)
+        return warnings + await self._unroutable_waiting()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: connected to NATS and PostgreSQL, and visible rows do not sit unpublished."""
@@ -205,12 +235,6 @@ class RelayApp:
 
     async def _loop_until(self, stop: asyncio.Event) -> None:
         background_stop = asyncio.Event()
-        if self.settings.metrics_port >= 0:
-            self.http = HealthServer(
-                self.settings.metrics_host, self.settings.metrics_port,
-                self.metrics.registry, self.readiness,
-            )  # fmt: skip
-            await self.http.start()
         await self._first_leases()
         background = [
             asyncio.create_task(self._monitor(background_stop), name="monitor"),
@@ -265,8 +289,6 @@ class RelayApp:
             loop.cancel()
             await asyncio.gather(loop, *background, return_exceptions=True)
             await self.leases.leave()  # hand partitions over now, not after the lease expires
-            if self.http is not None:
-                await self.http.close()
 
     async def _first_leases(self) -> None:
         try:
@@ -302,12 +324,13 @@ def _loop_died(loop: asyncio.Task[None]) -> None:
 async def _until_connected(
     connect: Callable[[], Awaitable[None]], policy: Backoff, what: str, stop: asyncio.Event
 ) -> bool:
-    """Retry ``connect`` forever with backoff; False when stopped first."""
+    """Retry ``connect`` forever with backoff; False when stopped first (a stop interrupts an
+    attempt under way: a server that does not answer never delays a SIGTERM)."""
     attempt = 0
     while not stop.is_set():
         try:
-            await connect()
-            return True
+            finished, _ = await _unless_stopped(connect(), stop)
+            return finished
         except (StoreError, PublishError) as exc:
             attempt += 1
             delay = policy.delay(attempt)
@@ -317,3 +340,19 @@ async def _until_connected(
             )  # fmt: skip
             await sleep_until_stopped(stop, delay)
     return False
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> tuple[bool, T | None]:
+    """Await ``work`` unless ``stop`` is set first (then cancel it): (finished, its result)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False, None
+    return True, task.result()

@@ -10,19 +10,29 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
+from outbox_client.errors import OutboxError
 from outbox_client.nats_config import NATSConfig
+from outbox_client.redact import redact
 from relay import schemacmd
 from relay.errors import RelayError
-from relay.log import setup_logging
-from relay.settings import RELAY_NATS_DEFAULTS, RelaySettings, env_name
+from relay.log import FORMATS, LEVELS, setup_logging
+from relay.settings import (
+    ENV_FILE,
+    RELAY_NATS_DEFAULTS,
+    CommonSettings,
+    RelaySettings,
+    env_name,
+    load_common,
+)
 
 
 def _env_help() -> str:
-    lines = ["environment (flags override):"]
-    for name, info in RelaySettings.model_fields.items():
+    lines = [f"environment (flags override; also read from {ENV_FILE}; blank means unset):"]
+    for name, info in (CommonSettings.model_fields | RelaySettings.model_fields).items():
         default = "host-pid" if info.default_factory else info.default
         shown = "" if name == "database_url" else f" (default {default})"
         lines.append(f"  {env_name(name):34} {info.description or ''}{shown}")
@@ -30,23 +40,55 @@ def _env_help() -> str:
         default = RELAY_NATS_DEFAULTS.get(name, info.get_default(call_default_factory=True))
         shown = "" if name in ("password", "token") else f" (default {default})"
         lines.append(f"  NATS_{name.upper():29} {name.replace('_', ' ')}{shown}")
-    lines.append(
-        "  RELAY_STREAMS_FILE                 JSON list of streams (default: the product's)"
-    )
-    lines.append("  RELAY_LOG_FORMAT                   json | console | auto (default auto)")
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _version() -> str:
+    try:
+        return f"vertector-relay {version('vertector-outbox')}"
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "vertector-relay (not installed)"
+
+
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes, before or after its name. Only the top level sets
+    defaults (None: the setting's), so a subcommand's absent flag never overwrites one given
+    before the command name."""
+    default = None if defaults else argparse.SUPPRESS
+    parser.add_argument("--log-format", choices=FORMATS, default=default,
+                        help="[RELAY_LOG_FORMAT]")  # fmt: skip
+    parser.add_argument("--log-level", choices=LEVELS, type=str.upper, default=default,
+                        help="[RELAY_LOG_LEVEL]")  # fmt: skip
+
+
+def _every_subparser(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += [child, *_every_subparser(child)]
+    return found
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vertector-relay",
         description="Move committed outbox events from PostgreSQL to NATS JetStream.",
         epilog=_env_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
-    parser.add_argument("--log-level", default="INFO")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=_version())
+    _global_options(parser, defaults=True)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     run = sub.add_parser("run", help="relay events until SIGTERM/SIGINT", epilog=_env_help(),
                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -118,7 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     cdl_replay = cdl_sub.add_parser("replay", help="send dead letters back to their subject")
     cdl_replay.add_argument("seq", type=int, nargs="+")
 
-    schemacmd.add_parser(sub)
+    schemacmd.add_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
+    for child in _every_subparser(parser):
+        _global_options(child, defaults=False)
     return parser
 
 
@@ -143,9 +187,12 @@ def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import os
-
-    setup_logging(args.log_format or os.environ.get("RELAY_LOG_FORMAT", "auto"), args.log_level)
+    try:
+        common = load_common(log_format=args.log_format, log_level=args.log_level)
+    except RelayError as exc:
+        print(f"vertector-relay: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(common.log_format, common.log_level)
     from relay import commands
 
     try:
@@ -180,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(commands.consumer_dead_letters(args))
         if args.command == "schemas":
             return schemacmd.main(args)
-    except RelayError as exc:
-        print(f"vertector-relay {args.command}: {exc}", file=sys.stderr)
+    except (RelayError, OutboxError) as exc:
+        print(f"vertector-relay {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 2
     raise AssertionError(args.command)
 

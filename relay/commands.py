@@ -4,74 +4,88 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+from sqlalchemy.exc import SQLAlchemyError
+
 from outbox_client.client import NATSClient, NATSConnectionError, connect_nats
-from outbox_client.dburl import asyncpg_dsn
 from outbox_client.deadletters import list_dead_letters, replay_dead_letter
-from outbox_client.streams import load_streams
+from outbox_client.streams import StreamConfig, load_streams
 from relay import admin, schema
 from relay.app import RelayApp
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
-from relay.errors import ConfigError, PublishError, RelayError, StoreError
+from relay.errors import ConfigError, PublishError, RelayError, StoreError, cause
 from relay.natspublisher import NatsPublisher
-from relay.pgstore import PgStore
-from relay.settings import load
+from relay.pgstore import DRIVER_ERRORS, PgStore
+from relay.settings import load, load_common, load_database, load_nats, probe_address
 from relay.streams import apply_streams, check_configured
 
 
-def _streams_file(path: Path | None) -> Path | None:
-    env = os.environ.get("RELAY_STREAMS_FILE")
-    return path or (Path(env) if env else None)
+def _streams() -> tuple[StreamConfig, ...]:
+    return load_streams(load_common().streams_file)
+
+
+#: Statement bound for the one-shot commands (status, check): they must end, not wait.
+COMMAND_DB_TIMEOUT = 10.0
+
+
+@contextlib.asynccontextmanager
+async def _nats_answers(what: str) -> AsyncIterator[None]:
+    """A JetStream API call that times out or fails is a :class:`PublishError` naming ``what``
+    (each call is bounded by nats-py's 5 s API timeout)."""
+    try:
+        yield
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise PublishError(f"{what}: NATS did not answer ({type(exc).__name__}: {exc})") from exc
 
 
 async def run(
     overrides: dict[str, Any], stop: asyncio.Event, checkpoints: Checkpoints = NO_CHECKPOINTS
 ) -> int:
     settings, nats_config = load(overrides)
-    streams = load_streams(_streams_file(None))
+    streams = _streams()
     await RelayApp(settings, nats_config, streams=streams, checkpoints=checkpoints).run(stop)
     return 0
 
 
 async def streams_apply(path: Path | None = None) -> list[str]:
-    _, nats_config = load(
-        {"database_url": os.environ.get("OUTBOX_DATABASE_URL", "postgresql://unused/unused")}
-    )
-    specs = load_streams(_streams_file(path))
+    nats_config = load_nats()
+    specs = load_streams(path or load_common().streams_file)
     try:
         nc = await connect_nats(nats_config)
     except NATSConnectionError as exc:
         raise PublishError(str(exc)) from exc
     try:
-        return [str(result) for result in await apply_streams(nc.jetstream(), specs)]
+        async with _nats_answers("streams apply"):
+            return [str(result) for result in await apply_streams(nc.jetstream(), specs)]
     finally:
         await nc.close()
 
 
 def migrate(revision: str = "head") -> None:
-    url = os.environ.get("OUTBOX_DATABASE_URL")
-    if not url:
-        raise ConfigError(
-            "OUTBOX_DATABASE_URL is not set: export it, e.g. postgresql://user@host/db"
-        )
-    schema.upgrade(url, revision)
+    url = load_database().database_url
+    try:
+        schema.upgrade(url, revision)
+    except (SQLAlchemyError, *DRIVER_ERRORS) as exc:
+        root = getattr(exc, "orig", None) or exc
+        first = cause(root, schema.CONNECT_TIMEOUT).splitlines()[0]
+        raise StoreError(f"migration failed: {first}") from exc
 
 
 async def _connected() -> tuple[PgStore, NatsPublisher]:
     settings, nats_config = load()
-    store = PgStore(settings.dsn, pool_size=2)
+    store = PgStore(settings.dsn, pool_size=2, command_timeout=COMMAND_DB_TIMEOUT)
     await store.open()
-    publisher = NatsPublisher(
-        nats_config, streams=load_streams(_streams_file(None)), max_in_flight=1, publish_timeout=5
-    )
+    publisher = NatsPublisher(nats_config, streams=_streams(), max_in_flight=1, publish_timeout=5)
     try:
         await publisher.connect()
     except RelayError:
@@ -82,9 +96,7 @@ async def _connected() -> tuple[PgStore, NatsPublisher]:
 
 def probe(path: str) -> int:
     """GET ``path`` from the running relay's health port: 0 on 200, else 1 (prints why)."""
-    host = os.environ.get("RELAY_METRICS_HOST", "127.0.0.1")
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    port = os.environ.get("RELAY_METRICS_PORT", "9464")
+    host, port = probe_address()
     try:
         with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as answer:
             print(answer.read().decode().strip())
@@ -105,8 +117,9 @@ async def check() -> int:
         return 1
     try:
         await store.backlog()
-        await check_configured(publisher.jetstream, load_streams(_streams_file(None)))
-    except (StoreError, ConfigError) as exc:
+        async with _nats_answers("stream coverage"):
+            await check_configured(publisher.jetstream, _streams())
+    except (StoreError, ConfigError, PublishError) as exc:
         print(f"not ok: {exc}")
         return 1
     finally:
@@ -121,9 +134,11 @@ async def status() -> dict[str, Any]:
     try:
         backlog = await store.backlog()
         leases, instances = await store.ownership()
+        async with _nats_answers("stream info"):
+            infos = await publisher.jetstream.streams_info()
         streams = {
             info.config.name: {"messages": info.state.messages, "last_seq": info.state.last_seq}
-            for info in await publisher.jetstream.streams_info()
+            for info in infos
         }
     finally:
         await publisher.close()
@@ -170,12 +185,7 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def _dsn() -> str:
-    url = os.environ.get("OUTBOX_DATABASE_URL")
-    if not url:
-        raise ConfigError(
-            "OUTBOX_DATABASE_URL is not set: export it, e.g. postgresql://user@host/db"
-        )
-    return asyncpg_dsn(url)
+    return load_database().dsn
 
 
 async def dead_letters(args: argparse.Namespace) -> int:
@@ -217,11 +227,8 @@ DEFAULT_DUPLICATE_WINDOW = 120.0
 
 async def duplicate_windows() -> tuple[dict[str, float], str | None]:
     """Each stream's ``duplicate_window`` in seconds, or ``({}, why)`` when NATS cannot say."""
-    _, nats_config = load(
-        {"database_url": os.environ.get("OUTBOX_DATABASE_URL", "postgresql://unused/unused")}
-    )
     try:
-        async with NATSClient(nats_config) as client:
+        async with NATSClient(load_nats()) as client:
             infos = await asyncio.wait_for(client.js.streams_info(), 10)
     except (NATSConnectionError, TimeoutError, OSError) as exc:
         return {}, f"{type(exc).__name__}: {exc}"
@@ -280,10 +287,7 @@ async def replay(args: argparse.Namespace) -> int:
 
 
 async def consumer_dead_letters(args: argparse.Namespace) -> int:
-    _, nats_config = load(
-        {"database_url": os.environ.get("OUTBOX_DATABASE_URL", "postgresql://unused/unused")}
-    )
-    async with NATSClient(nats_config) as client:
+    async with NATSClient(load_nats()) as client, _nats_answers("consumer-dead-letters"):
         if args.cdl_command == "list":
             for letter in await list_dead_letters(client, limit=args.limit):
                 where = f"{letter.original_subject:32} {letter.consumer:24}"

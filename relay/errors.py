@@ -21,3 +21,12 @@ class PublishError(RelayError):
 
 class StreamCoverageError(ConfigError):
     """A subject of the event catalog is captured by no stream."""
+
+
+def cause(exc: BaseException, waited: float | None = None) -> str:
+    """``Type: message`` of a driver error, saying how long we waited when it has no message
+    (a timeout's text is empty)."""
+    text = str(exc).strip()
+    if not text and waited is not None:
+        text = f"no answer within {waited:g} s"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -12,6 +12,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from outbox_client.client import NATSConnectionError, connect_nats
 from outbox_client.headers import Header
 from outbox_client.nats_config import NATSConfig
 from outbox_client.streams import StreamConfig
@@ -52,23 +53,24 @@ class NatsPublisher:
         self._js: JetStreamContext | None = None
         self._acks = PubAcks()
         self.connected = asyncio.Event()
+        self._closing = False  # a stop we asked for: its disconnect is no news
 
     # --- connection ----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect once; raises :class:`PublishError` when no server answers."""
+        """Connect once, within the bounded time of :func:`connect_nats`; raises
+        :class:`PublishError` with the cause when no server answers or one refuses us."""
+        self._closing = False
         try:
-            nc = await nats.connect(
-                **self.config.connect_options(),
+            nc = await connect_nats(
+                self.config,
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
             )
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise PublishError(
-                f"cannot connect to NATS at {self.config.describe()}: {exc}"
-            ) from exc
+        except NATSConnectionError as exc:
+            raise PublishError(str(exc)) from exc
         acks = PubAcks()
         try:
             await acks.start(nc)
@@ -81,7 +83,10 @@ class NatsPublisher:
         log_event(
             logger,
             "relay.nats.connected",
-            server=str(nc.connected_url.netloc if nc.connected_url else ""),
+            # host and port only: the URL's user info may hold a password or a token
+            server=f"{nc.connected_url.hostname}:{nc.connected_url.port}"
+            if nc.connected_url
+            else "",
             max_payload=nc.max_payload,
         )
 
@@ -106,9 +111,15 @@ class NatsPublisher:
             logger, "relay.nats.error", level=logging.WARNING, error=f"{type(exc).__name__}: {exc}"
         )
 
+    def _news(self) -> int:
+        """A connection lost by surprise is a warning; one we close on purpose is not."""
+        return logging.DEBUG if self._closing else logging.WARNING
+
     async def _on_disconnected(self) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
-        log_event(logger, "relay.nats.disconnected", level=logging.WARNING)
+        if was_connected:
+            log_event(logger, "relay.nats.disconnected", level=self._news())
 
     async def _on_reconnected(self) -> None:
         self.connected.set()
@@ -116,7 +127,8 @@ class NatsPublisher:
 
     async def _on_closed(self) -> None:
         self.connected.clear()
-        log_event(logger, "relay.nats.closed", level=logging.WARNING)
+        if self._nc is not None:  # not a first connection that failed: that one is raised
+            log_event(logger, "relay.nats.closed", level=self._news())
 
     async def _ensure_open(self) -> None:
         # A server that rejects a frame closes the connection and nats-py does not come back:
@@ -192,6 +204,7 @@ class NatsPublisher:
         nc, self._nc, self._js = self._nc, None, None
         if nc is None or nc.is_closed:
             return
+        self._closing = True
         try:
             await asyncio.wait_for(nc.drain(), drain_seconds)
         except (TimeoutError, nats.errors.Error) as exc:

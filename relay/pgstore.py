@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
-from relay.errors import StoreError
+from relay.errors import StoreError, cause
 from relay.log import log_event
 from relay.ports import Backlog, OutboxRow, Sent
 from relay.queries import query
@@ -105,11 +105,12 @@ class PgStore:
                 max_size=self.pool_size,
                 init=_init_connection,
                 command_timeout=self.command_timeout,
-                timeout=min(self.command_timeout, 10),
+                timeout=min(self.command_timeout, 10),  # also in the error below
                 server_settings={"application_name": application_name(self.owner)},
             )
         except DRIVER_ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            waited = min(self.command_timeout, 10)
+            raise StoreError(f"cannot connect to PostgreSQL: {cause(exc, waited)}") from exc
         log_event(logger, "relay.store.connected", pool_size=self.pool_size)
 
     async def close(self) -> None:

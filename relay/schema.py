@@ -6,6 +6,9 @@ from alembic import command
 from alembic.config import Config
 from vertector_migrations import SCRIPT_LOCATION
 
+#: Seconds to reach PostgreSQL before a migration fails (asyncpg would wait 60).
+CONNECT_TIMEOUT = 10.0
+
 
 def alembic_config(url: str) -> Config:
     """An Alembic config for the packaged migrations and ``url`` (any postgresql:// form)."""
@@ -13,6 +16,7 @@ def alembic_config(url: str) -> Config:
     config.set_main_option("script_location", SCRIPT_LOCATION)
     config.set_main_option("version_table", "outbox_alembic_version")
     config.attributes["url"] = url
+    config.attributes["connect_timeout"] = CONNECT_TIMEOUT
     return config
 
 

@@ -1,14 +1,17 @@
-"""The relay's settings: one frozen, validated object built from the environment once.
+"""The relay's settings: frozen, validated objects built from the environment once.
 
 Every field is a ``RELAY_<FIELD>`` variable, except the database URL (``OUTBOX_DATABASE_URL``)
-and NATS (``NATS_*``, see :class:`outbox_client.nats_config.NATSConfig`).
+and NATS (``NATS_*``, see :class:`outbox_client.nats_config.NATSConfig`). Variables come from
+the environment and, below it, from a ``.env`` file in the working directory (the template is
+``.env.example``); a variable set to nothing (``NATS_USERNAME=``) counts as not set. Numbers
+must be finite: ``inf`` and ``nan`` are refused.
 """
 
 from __future__ import annotations
 
-import os
 import socket
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,24 +19,94 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from outbox_client.dburl import asyncpg_dsn
 from outbox_client.errors import OutboxError
 from outbox_client.nats_config import NATSConfig
+from outbox_client.redact import redact
 from relay.errors import ConfigError
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+#: Where every settings object reads variables the environment does not set.
+ENV_FILE = ".env"
+_CONFIG = SettingsConfigDict(
+    env_prefix="RELAY_",
+    frozen=True,
+    extra="ignore",
+    hide_input_in_errors=True,
+    env_file=ENV_FILE,
+    env_ignore_empty=True,
+    allow_inf_nan=False,
+)
 
 
 def _default_instance() -> str:
+    import os
+
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class RelaySettings(BaseSettings):
-    """What ``vertector-relay run`` needs; the docstring of each field is its ``--help`` text."""
+class CommonSettings(BaseSettings):
+    """What every command reads: logging and the streams file."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RELAY_", frozen=True, extra="ignore", hide_input_in_errors=True
+    model_config = _CONFIG
+
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json | console | auto (console on a terminal, else json)"
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG | INFO | WARNING | ERROR"
+    )
+    streams_file: Path | None = Field(
+        default=None, description="JSON list of streams (default: the product's)"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class DatabaseSettings(BaseSettings):
+    """The outbox's database, for commands that need nothing else."""
+
+    model_config = _CONFIG
 
     database_url: str = Field(
         validation_alias=AliasChoices("OUTBOX_DATABASE_URL", "database_url"),
         description="PostgreSQL URL, postgresql:// or postgresql+asyncpg:// (OUTBOX_DATABASE_URL)",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        try:
+            asyncpg_dsn(value)
+        except OutboxError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @property
+    def dsn(self) -> str:
+        """The URL as asyncpg takes it."""
+        return asyncpg_dsn(self.database_url)
+
+
+class MetricsSettings(BaseSettings):
+    """Where the relay serves /metrics, /healthz and /readyz (``check`` asks there)."""
+
+    model_config = _CONFIG
+
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address of /metrics, /healthz, /readyz (0.0.0.0: all)"
+    )
+    metrics_port: int = Field(
+        default=9464, ge=-1, le=65535, description="port of /metrics etc.; 0 any free, -1 off"
+    )
+
+
+class RelaySettings(DatabaseSettings, MetricsSettings):
+    """What ``vertector-relay run`` needs; the description of each field is its ``--help``."""
+
+    model_config = _CONFIG
+
     instance_name: str = Field(
         default_factory=_default_instance, description="name of this relay in logs and status"
     )
@@ -84,12 +157,6 @@ class RelaySettings(BaseSettings):
         le=600,
         description="bound on connecting to PostgreSQL and on each statement; then retried",
     )
-    metrics_host: str = Field(
-        default="127.0.0.1", description="address of /metrics, /healthz, /readyz (0.0.0.0: all)"
-    )
-    metrics_port: int = Field(
-        default=9464, ge=-1, le=65535, description="port of /metrics etc.; 0 any free, -1 off"
-    )
     lease_seconds: float = Field(
         default=10.0,
         ge=1,
@@ -100,15 +167,6 @@ class RelaySettings(BaseSettings):
         default=30.0, gt=0, description="not ready when visible rows wait this long unpublished"
     )
 
-    @field_validator("database_url")
-    @classmethod
-    def _postgres(cls, value: str) -> str:
-        try:
-            asyncpg_dsn(value)
-        except OutboxError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> RelaySettings:
         if self.retry_backoff_max_seconds < self.retry_backoff_seconds:
@@ -117,15 +175,53 @@ class RelaySettings(BaseSettings):
             )
         return self
 
-    @property
-    def dsn(self) -> str:
-        """The URL as asyncpg takes it."""
-        return asyncpg_dsn(self.database_url)
-
 
 def env_name(field: str) -> str:
-    """The environment variable of a settings field."""
-    return "OUTBOX_DATABASE_URL" if field == "database_url" else f"RELAY_{field.upper()}"
+    """The environment variable of a settings field (or of an alias pydantic reports)."""
+    if field in ("database_url", "OUTBOX_DATABASE_URL"):
+        return "OUTBOX_DATABASE_URL"
+    return f"RELAY_{field.upper()}"
+
+
+def nats_env_name(field: str) -> str:
+    return f"NATS_{field.upper()}"
+
+
+def _build(cls: type[_S], name: Any, **overrides: Any) -> _S:
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, name)) from exc
+
+
+def load_common(**overrides: Any) -> CommonSettings:
+    """Logging and streams settings, from the environment plus CLI flags (``None``: unset)."""
+    return _build(CommonSettings, env_name, **overrides)
+
+
+def load_database() -> DatabaseSettings:
+    """``OUTBOX_DATABASE_URL`` alone, for the commands that need nothing else."""
+    return _build(DatabaseSettings, env_name)
+
+
+def load_nats() -> NATSConfig:
+    """The ``NATS_*`` settings, with :data:`RELAY_NATS_DEFAULTS` for those not set."""
+    config = _build(NATSConfig, nats_env_name)
+    unset = {k: v for k, v in RELAY_NATS_DEFAULTS.items() if k not in config.model_fields_set}
+    return _build(NATSConfig, nats_env_name, **unset) if unset else config
+
+
+def probe_address() -> tuple[str, int]:
+    """Where ``check`` finds the running relay: its metrics host (a wildcard means this host)
+    and port."""
+    metrics = _build(MetricsSettings, env_name)
+    if metrics.metrics_port <= 0:
+        raise ConfigError(
+            f"RELAY_METRICS_PORT={metrics.metrics_port}: the relay has no fixed port to ask; "
+            "set the port the relay listens on"
+        )
+    host = metrics.metrics_host
+    return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host), metrics.metrics_port
 
 
 #: The relay's own defaults for NATS settings (each still overridden by its NATS_* variable):
@@ -137,30 +233,15 @@ RELAY_NATS_DEFAULTS = {"client_name": "vertector-relay", "inbox_prefix": "_INBOX
 def load(overrides: dict[str, Any] | None = None) -> tuple[RelaySettings, NATSConfig]:
     """Build both settings objects from the environment plus explicit ``overrides``
     (CLI flags); translate validation errors into one :class:`ConfigError` naming variables."""
-    relay_overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    try:
-        relay = RelaySettings(**relay_overrides)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc, env_name)) from exc
-    try:
-        nats = NATSConfig.model_validate(
-            {
-                name: os.environ.get(f"NATS_{name.upper()}", default)
-                for name, default in RELAY_NATS_DEFAULTS.items()
-            }
-        )
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc, lambda f: f"NATS_{f.upper()}")) from exc
-    return relay, nats
+    return _build(RelaySettings, env_name, **(overrides or {})), load_nats()
 
 
 def _explain(exc: ValidationError, name: Any) -> str:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        where = name(field) if field else "settings"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "is not set"
-        lines.append(f"{where}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+        lines.append(f"{name(field)}: {redact(message)}" if field else redact(message))
+    return "invalid configuration: " + "; ".join(lines)

@@ -15,6 +15,7 @@ from outbox_client import (
     ConsumerConfig,
     CourseCreatedEvent,
     EventConsumer,
+    EventPublisher,
     NATSClient,
     NATSConfig,
     enqueue,
@@ -74,3 +75,39 @@ async def test_trace_id_flows_from_enqueue_to_the_handler(database_url: str, nat
         consume_span.parent is not None
         and consume_span.parent.span_id == relay_span.context.span_id
     )
+
+
+async def _publish_and_consume(nats_url: str, tracing: bool, durable: str) -> dict[str, str]:
+    """Publish one event with EventPublisher inside a span and consume it; the headers seen."""
+    config = NATSConfig(servers=[nats_url], enable_tracing=tracing)
+    headers: dict[str, str] = {}
+    async with NATSClient(config) as client:
+        with trace.get_tracer("schedule-service").start_as_current_span("POST /courses"):
+            await EventPublisher(client).publish(CourseCreatedEvent(
+                course_code="TR2", course_name="Tracing", semester="F", credits=1,
+                instructor="X",
+            ))  # fmt: skip
+
+        async def handler(event: BaseEvent, msg: Msg) -> None:
+            headers.update(msg.headers or {})
+            consumer.stop()
+
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name=durable), fetch_timeout=0.2
+        )
+        await asyncio.wait_for(consumer.subscribe(handler), 30)
+    return headers
+
+
+async def test_nats_enable_tracing_is_honoured_by_event_publisher_and_consumer(
+    nats_url: str,
+) -> None:
+    provider()
+    await apply_default_streams(nats_url)
+    EXPORTER.clear()
+    assert "traceparent" in await _publish_and_consume(nats_url, True, "tracing")
+    assert "consume academic.course.created" in {s.name for s in EXPORTER.get_finished_spans()}
+
+    EXPORTER.clear()
+    assert "traceparent" not in await _publish_and_consume(nats_url, False, "tracing")
+    assert "consume academic.course.created" not in {s.name for s in EXPORTER.get_finished_spans()}
