@@ -5,7 +5,7 @@ from typing import Any
 import nats.errors
 import pytest
 
-from outbox_client import CourseUpdatedEvent, EventPublisher, PublishFailedError
+from outbox_client import CourseUpdatedEvent, EventPublisher, NATSConfig, PublishFailedError
 
 
 class FlakyJetStream:
@@ -23,6 +23,7 @@ class FlakyJetStream:
 class Client:
     def __init__(self, js: FlakyJetStream) -> None:
         self.js = js
+        self.config = NATSConfig()
 
 
 async def test_retries_with_the_described_budget_then_fails_clearly() -> None:
