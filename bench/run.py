@@ -5,7 +5,9 @@ On throw-away servers from the wheels (PostgreSQL with fsync on, nats-server wit
   (b) drain     `vertector-relay run` (a subprocess) draining a backlog of BENCH_BACKLOG events;
                 then 1, 2 and 3 relays together on half that backlog (scale-out vs one relay);
   (c) latency   steady load at 1,000 and 5,000 events/s: commit -> stored in the stream, p50/p99;
-  (d) producer  transactions/s of a domain insert, with and without `enqueue`.
+  (d) producer  transactions/s of a domain insert, with and without `enqueue`;
+  (e) many      events/s of 500 `enqueue` calls per transaction on an AsyncSession (staged,
+                one INSERT at commit) against `enqueue_many` of the same 500 events.
 Prints a table with the ratios and writes bench/results/latest.json. A report, not a test.
 """
 
@@ -25,7 +27,7 @@ import asyncpg
 import nats
 from nats.js import api as js_api
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from devtools.processes import RelayProcess
 from devtools.servers import EmbeddedNats, EmbeddedPostgres, server_dir
@@ -217,7 +219,8 @@ async def producer_tps(engine: AsyncEngine, mode: str) -> float:
     """(d) single-event business transactions/s from 4 concurrent clients.
 
     mode: "none" (domain insert only), "enqueue" (plus enqueue), "with_events" (both in one
-    statement)."""
+    statement), "session" (domain insert and enqueue on an AsyncSession: staged, written at
+    commit)."""
     count = 0
     deadline = time.perf_counter() + PRODUCER_SECONDS
 
@@ -226,6 +229,13 @@ async def producer_tps(engine: AsyncEngine, mode: str) -> float:
         n = 0
         while time.perf_counter() < deadline:
             write = insert(courses).values(code=f"CS{c}-{n}", credits=3)
+            if mode == "session":
+                async with AsyncSession(engine) as session, session.begin():
+                    await session.execute(write)
+                    await enqueue(session, event(n))
+                n += 1
+                count += 1
+                continue
             async with engine.begin() as conn:
                 if mode == "with_events":
                     await conn.execute(with_events(write, event(n)))
@@ -238,6 +248,42 @@ async def producer_tps(engine: AsyncEngine, mode: str) -> float:
 
     await asyncio.gather(*(client(c) for c in range(4)))
     return count / PRODUCER_SECONDS
+
+
+async def many_per_transaction(engine: AsyncEngine, per_tx: int = 500) -> dict[str, int]:
+    """(e) events/s, one client, ``per_tx`` freshly built events per transaction (building
+    them is part of the cost, as it is for a producer), for each way of adding them."""
+
+    async def calls(session: AsyncSession, events: list[CourseUpdatedEvent]) -> None:
+        for e in events:
+            await enqueue(session, e)
+
+    async def many(session: AsyncSession, events: list[CourseUpdatedEvent]) -> None:
+        await enqueue_many(session, events)
+
+    async def many_conn(conn: AsyncConnection, events: list[CourseUpdatedEvent]) -> None:
+        await enqueue_many(conn, events)
+
+    async def rate(add: Any, on_session: bool) -> int:
+        count = 0
+        deadline = time.perf_counter() + PRODUCER_SECONDS
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            events = [event(count + i) for i in range(per_tx)]
+            if on_session:
+                async with AsyncSession(engine) as session, session.begin():
+                    await add(session, events)
+            else:
+                async with engine.begin() as conn:
+                    await add(conn, events)
+            count += per_tx
+        return round(count / (time.perf_counter() - started))
+
+    return {
+        f"enqueue_{per_tx}_calls_per_tx_session": await rate(calls, True),
+        f"enqueue_many_{per_tx}_per_tx_session": await rate(many, True),
+        f"enqueue_many_{per_tx}_per_tx_connection": await rate(many_conn, False),
+    }
 
 
 async def main() -> int:
@@ -278,10 +324,13 @@ async def main() -> int:
         results["producer_tps_with_events_one_statement"] = round(
             await producer_tps(engine, "with_events")
         )
+        results["producer_tps_with_outbox_session"] = round(await producer_tps(engine, "session"))
         print(
-            f"  (d) producer: {results['producer_tps_without_outbox']} -> {results['producer_tps_with_outbox']} (enqueue), {results['producer_tps_with_events_one_statement']} (with_events) tx/s",
+            f"  (d) producer: {results['producer_tps_without_outbox']} -> {results['producer_tps_with_outbox']} (enqueue), {results['producer_tps_with_events_one_statement']} (with_events), {results['producer_tps_with_outbox_session']} (enqueue on an AsyncSession) tx/s",
             flush=True,
         )
+        results["many_per_tx_events_per_s"] = await many_per_transaction(engine)
+        print(f"  (e) many per transaction: {results['many_per_tx_events_per_s']}", flush=True)
         await engine.dispose()
     finally:
         ns.stop()
@@ -338,6 +387,15 @@ async def main() -> int:
             "producer tx/s with enqueue",
             f"{results['producer_tps_with_outbox']:>8}",
             f"cost {cost:.1%} (target <= 15 %)",
+        ),
+        (
+            "producer tx/s, enqueue on session",
+            f"{results['producer_tps_with_outbox_session']:>8}",
+            "AsyncSession, staged, written at commit",
+        ),
+        *(
+            (name.replace("_", " "), f"{value:>8} ev/s", "")
+            for name, value in results["many_per_tx_events_per_s"].items()
         ),
         (
             "producer tx/s with with_events",
