@@ -18,6 +18,7 @@ from relay.aio import sleep_until_stopped
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import ConfigError, PublishError, RelayError, StoreError
 from relay.http import HealthServer
+from relay.instancelock import InstanceLock
 from relay.leases import LeaseManager
 from relay.listener import PgListener
 from relay.log import log_event
@@ -84,6 +85,12 @@ class RelayApp:
             timeout=settings.db_timeout_seconds,
             application_name=application_name(settings.instance_name),
         )
+        self.instance_lock = InstanceLock(
+            settings.dsn,
+            settings.instance_name,
+            timeout=settings.db_timeout_seconds,
+            application_name=application_name(settings.instance_name),
+        )
         self.metrics = RelayMetrics(self.stats)
         self.http: HealthServer | None = None
         self.backlog: Backlog | None = None
@@ -124,6 +131,11 @@ class RelayApp:
                 self.store.open, self.policies.postgres_unavailable, "postgres", stop
             ):
                 return
+            # Before NATS: a second relay of this name refuses to start (DuplicateInstanceError).
+            if not await _until_connected(
+                self.instance_lock.acquire, self.policies.postgres_unavailable, "postgres", stop
+            ):
+                return
             if not await _until_connected(
                 self.publisher.connect, self.policies.nats_unavailable, "nats", stop
             ):
@@ -134,6 +146,7 @@ class RelayApp:
         finally:
             await self.publisher.close()
             await self.store.close()
+            await self.instance_lock.close()
             if self.http is not None:
                 await self.http.close()
             log_event(logger, "relay.stopped", published=self.stats.published)
@@ -241,6 +254,7 @@ class RelayApp:
             asyncio.create_task(
                 self.leases.run(background_stop, on_change=self.wakeup.set), name="leases"
             ),
+            asyncio.create_task(self.instance_lock.keep(background_stop), name="instance-lock"),
             asyncio.create_task(
                 run_vacuum(
                     self.store,

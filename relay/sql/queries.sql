@@ -222,3 +222,8 @@ SELECT r.rolsuper
             THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
 FROM pg_class c, pg_roles r
 WHERE c.oid = 'outbox_events'::regclass AND r.rolname = current_user
+
+-- instance_lock --
+-- One live relay per instance name (relay/instancelock.py): a session lock on its own
+-- connection, released when that session ends.
+SELECT pg_try_advisory_lock($1::bigint)
