@@ -131,6 +131,17 @@ async def unsent(database_url: str) -> int:
         await conn.close()
 
 
+async def stream_span(js: Any, n: int) -> tuple[int, float]:
+    """ACADEMIC_EVENTS's message count (asserted to be ``n``) and the seconds between its first
+    and last message: the stream's own clock."""
+    state = (await js.stream_info("ACADEMIC_EVENTS")).state
+    first = await js.get_msg("ACADEMIC_EVENTS", state.first_seq)
+    last = await js.get_msg("ACADEMIC_EVENTS", state.last_seq)
+    assert state.messages == n, f"stream holds {state.messages} of {n}"
+    assert first.time is not None and last.time is not None
+    return state.messages, (last.time - first.time).total_seconds()
+
+
 async def drain(
     database_url: str, nats_url: str, engine: AsyncEngine, n: int, relays: int = 1
 ) -> dict[str, float]:
@@ -151,17 +162,12 @@ async def drain(
     finally:
         for proc in procs:
             proc.stop()
-    state = (await js.stream_info("ACADEMIC_EVENTS")).state
-    first = await js.get_msg("ACADEMIC_EVENTS", state.first_seq)
-    last = await js.get_msg("ACADEMIC_EVENTS", state.last_seq)
+    messages, stream_seconds = await stream_span(js, n)
     await nc.close()
-    assert state.messages == n, f"stream holds {state.messages} of {n}"
-    assert first.time is not None and last.time is not None
-    stream_seconds = (last.time - first.time).total_seconds()
     return {
         "events_per_s": n / stream_seconds,
         "wall_events_per_s": n / wall,
-        "messages": state.messages,
+        "messages": messages,
     }
 
 

@@ -13,10 +13,16 @@ class Header(StrEnum):
     CORRELATION_ID = "Vertector-Correlation-Id"
     CAUSATION_ID = "Vertector-Causation-Id"
     SOURCE_SERVICE = "Vertector-Source-Service"
+    #: Set by ``outbox_client`` (value ``PRODUCED_BY_OUTBOX_CLIENT``): the row's event was
+    #: validated by its class; the relay checks other rows against the schema registry.
+    PRODUCER = "Vertector-Producer"
     #: Set by `vertector-relay replay --fresh-ids`: the relay sends Nats-Msg-Id "<event_id>:<it>".
     REPLAY = "Vertector-Replay"
     TRACEPARENT = "traceparent"
     TRACESTATE = "tracestate"
+
+
+PRODUCED_BY_OUTBOX_CLIENT = "outbox_client"
 
 
 def check_header_value(name: str, value: str) -> str:

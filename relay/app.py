@@ -16,6 +16,7 @@ from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
 from outbox_client.table import NOTIFY_CHANNEL, PARTITIONS
 from relay.aio import sleep_until_stopped
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
+from relay.contracts import ContractValidator
 from relay.errors import ConfigError, PublishError, RelayError, StoreError
 from relay.http import HealthServer
 from relay.instancelock import InstanceLock
@@ -74,6 +75,7 @@ class RelayApp:
             nats_config,
             streams=self.streams,
             max_in_flight=settings.max_in_flight,
+            cloudevents=settings.cloudevents,
             publish_timeout=settings.publish_timeout_seconds,
             checkpoints=checkpoints,
         )
@@ -108,6 +110,11 @@ class RelayApp:
             wakeup=self.wakeup,
             stats=self.stats,
             checkpoints=checkpoints,
+            validator=(
+                ContractValidator(lambda: self.publisher.jetstream)
+                if settings.validate_raw_rows
+                else None
+            ),
         )
         self.leases = LeaseManager(
             PgLeaseStore(self.store),

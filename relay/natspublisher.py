@@ -20,6 +20,7 @@ from outbox_client.tracing import relay_span_headers
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.checks import Admission, outgoing_headers, oversize
 from relay.classify import TIMEOUT, classify, judge
+from relay.cloudevents import binary_headers
 from relay.errors import PublishError
 from relay.log import log_event
 from relay.ports import Failure, OutboxRow, PublishResult, Verdict
@@ -43,8 +44,10 @@ class NatsPublisher:
         max_in_flight: int,
         publish_timeout: float,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
+        cloudevents: bool = False,
     ) -> None:
         self.config = config
+        self.cloudevents = cloudevents
         self.admission = Admission(streams)
         self.max_in_flight = max_in_flight
         self.publish_timeout = publish_timeout
@@ -178,6 +181,8 @@ class NatsPublisher:
             headers = outgoing_headers(row)
             if tracing and _TRACEPARENT in headers:
                 headers = relay_span_headers(headers, row.subject)
+            if self.cloudevents:
+                headers.update(binary_headers(row))
             refused = oversize(row, headers, max_payload)
             if refused is not None:
                 results[index] = refused

@@ -105,3 +105,10 @@ class Publisher(Protocol):
         answers that no stream does. Raises :class:`relay.errors.PublishError` when the API
         does not answer (NATS down, meta-leader election)."""
         ...
+
+
+class Validator(Protocol):
+    async def refusals(self, rows: Sequence[OutboxRow]) -> list[Failure | None]:
+        """One entry per row, in order: why the row must not be sent (a verdict, e.g. poison
+        for a raw row that breaks its contract), or ``None`` to send it."""
+        ...

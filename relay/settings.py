@@ -166,6 +166,14 @@ class RelaySettings(DatabaseSettings, MetricsSettings):
     stall_seconds: float = Field(
         default=30.0, gt=0, description="not ready when visible rows wait this long unpublished"
     )
+    validate_raw_rows: bool = Field(
+        default=True,
+        description="check rows not written by outbox_client against the schema registry "
+        "(bucket VERTECTOR_SCHEMAS) and quarantine those that break their contract",
+    )
+    cloudevents: bool = Field(
+        default=False, description="add CloudEvents binary-mode ce-* headers to every message"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RelaySettings:

@@ -26,7 +26,17 @@ from relay.aio import first_of
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import PublishError, StoreError
 from relay.log import log_event
-from relay.ports import Ack, Failure, OutboxRow, Publisher, Sent, Store, Verdict
+from relay.ports import (
+    Ack,
+    Failure,
+    OutboxRow,
+    Publisher,
+    PublishResult,
+    Sent,
+    Store,
+    Validator,
+    Verdict,
+)
 from relay.retry import RetryPolicies
 from relay.stats import RelayStats
 
@@ -113,9 +123,11 @@ class Relay:
         stats: RelayStats | None = None,
         clock: Callable[[], float] = time.monotonic,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
+        validator: Validator | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
+        self.validator = validator
         self.config = config
         self.policies = policies
         self.partitions = partitions
@@ -278,7 +290,7 @@ class Relay:
                 failed_keys.update(r.partition_key for r in lost)
             if not todo:
                 continue
-            results = await self.publisher.publish(todo)
+            results = await self._send(todo)
             for row, result in zip(todo, results, strict=True):
                 if isinstance(result, Ack):
                     self._retrying.pop(row.partition_key, None)
@@ -300,6 +312,17 @@ class Relay:
             quarantined=len(outcome.quarantined),
         )  # fmt: skip
         return outcome
+
+    async def _send(self, rows: list[OutboxRow]) -> list[PublishResult]:
+        """Publish ``rows``, except those the validator refuses: their refusal is their result."""
+        if self.validator is None:
+            return await self.publisher.publish(rows)
+        refused = await self.validator.refusals(rows)
+        if not any(refused):
+            return await self.publisher.publish(rows)
+        allowed = [row for row, failure in zip(rows, refused, strict=True) if failure is None]
+        sent = iter(await self.publisher.publish(allowed) if allowed else [])
+        return [failure if failure is not None else next(sent) for failure in refused]
 
     async def _fail(
         self,

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from outbox_client.headers import Header, check_header_value
+from outbox_client.headers import PRODUCED_BY_OUTBOX_CLIENT, Header, check_header_value
 from outbox_client.ids import uuid7
 
 
@@ -126,6 +126,7 @@ class BaseEvent(BaseModel):
             Header.EVENT_TYPE.value: self.event_type,
             Header.SCHEMA_VERSION.value: str(self.schema_version),
             Header.SOURCE_SERVICE.value: self.metadata.source_service,
+            Header.PRODUCER.value: PRODUCED_BY_OUTBOX_CLIENT,
         }
         optional = {
             Header.CORRELATION_ID: self.metadata.correlation_id,
