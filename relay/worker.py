@@ -300,9 +300,9 @@ class Relay:
                         if len(self._stream_of) >= _KNOWN_SUBJECTS:
                             self._stream_of.clear()
                         self._stream_of[row.subject] = result.stream
-                else:
+                elif await self._fail(row, result, outcome, streams):
+                    # The key waits; a quarantined event is settled and does not hold it.
                     failed_keys.add(row.partition_key)
-                    await self._fail(row, result, outcome, streams)
         outcome.unpublished_keys = failed_keys | (blocked & {r.partition_key for r in rows})
         self._wake(outcome.sent)
         self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
@@ -330,7 +330,9 @@ class Relay:
         failure: Failure,
         outcome: Outcome,
         streams: dict[str, Failure | None],
-    ) -> None:
+    ) -> bool:
+        """Record a failed publish; True when its key must now wait (a retry), False when the
+        event is quarantined."""
         attempts = row.attempts + 1
         unreachable = failure.verdict in (Verdict.NO_STREAM, Verdict.TRANSIENT)
         if failure.verdict is Verdict.NO_STREAM and attempts >= self.config.no_stream_max_attempts:
@@ -348,13 +350,14 @@ class Relay:
                 logger, "relay.event.quarantined", level=logging.WARNING,
                 event_id=str(row.event_id), subject=row.subject[:200], reason=failure.reason,
             )  # fmt: skip
-            return
+            return False
         outcome.failures.append((row.id, failure.reason))
         outcome.unanswered += verdict is Verdict.TRANSIENT
         self.stats.record_retry(failure.reason)
         retry_at = self.clock() + self.policies.event_publish.delay(attempts)
         stream = self._stream_of.get(row.subject) if unreachable else None
         self._retrying[row.partition_key] = Retry(retry_at, row.id, stream)
+        return True
 
     def _wake(self, sent: list[Sent]) -> None:
         """Streams that acknowledged again are back: their waiting keys are due now."""

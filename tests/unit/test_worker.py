@@ -234,6 +234,18 @@ async def test_an_outage_backs_off_the_loop_and_retries_the_same_rows() -> None:
     assert sorted(x.id for x in pub.stream) == list(range(1, 31))
 
 
+async def test_quarantined_events_do_not_hold_their_key_for_the_rest_of_the_batch() -> None:
+    store, pub = MemoryStore(), FakePublisher()
+    bad = [store.add("a", subject="bad subject") for _ in range(20)]
+    after = store.add("a")
+    pub.verdict = lambda r: Failure(Verdict.POISON, "whitespace") if " " in r.subject else None
+    r = relay(store, pub, batch=50)
+    await r.step()
+    await r.finish()
+    assert all(store.rows[b.id].quarantined for b in bad), "one poison event per batch"
+    assert [x.id for x in pub.stream] == [after.id]
+
+
 async def test_a_batch_of_nothing_but_poison_is_not_an_outage() -> None:
     store, pub = MemoryStore(), FakePublisher()
     bad = [store.add(f"b{i}", subject="payroll.salaries") for i in range(10)]
