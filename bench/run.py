@@ -7,7 +7,11 @@ On throw-away servers from the wheels (PostgreSQL with fsync on, nats-server wit
   (c) latency   steady load at 1,000 and 5,000 events/s: commit -> stored in the stream, p50/p99;
   (d) producer  transactions/s of a domain insert, with and without `enqueue`;
   (e) many      events/s of 500 `enqueue` calls per transaction on an AsyncSession (staged,
-                one INSERT at commit) against `enqueue_many` of the same 500 events.
+                one INSERT at commit) against `enqueue_many` of the same 500 events;
+  (f) consumer  the notes service as a process: its drain of a backlog beside the relay's, and
+                commit -> consumed end to end at 1,000 and 5,000 events/s (bench/consumer.py).
+BENCH_SECTIONS=consumer,latency (any of ceiling,drain,latency,producer,consumer; producer
+includes (e)) runs only those and keeps the other results of the previous latest.json.
 Prints a table with the ratios and writes bench/results/latest.json. A report, not a test.
 """
 
@@ -29,6 +33,7 @@ from nats.js import api as js_api
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
+from bench.consumer import consumer_section
 from devtools.processes import RelayProcess
 from devtools.servers import EmbeddedNats, EmbeddedPostgres, server_dir
 from outbox_client import (
@@ -48,6 +53,8 @@ STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "10"))
 PRODUCER_SECONDS = float(os.environ.get("BENCH_PRODUCER_SECONDS", "8"))
 KEYS = 5000  # distinct aggregates in the generated load
 RESULTS = ROOT / "bench" / "results"
+ALL_SECTIONS = ("ceiling", "drain", "latency", "producer", "consumer")
+SECTIONS = os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",")
 
 domain = MetaData()
 courses = Table(
@@ -299,6 +306,8 @@ async def main() -> int:
     pg.start()
     ns.start()
     results: dict[str, Any] = {}
+    if set(SECTIONS) != set(ALL_SECTIONS):
+        results = json.loads((RESULTS / "latest.json").read_text())
     try:
         url = pg.url()
         await asyncio.to_thread(schema.upgrade, url)
@@ -309,34 +318,41 @@ async def main() -> int:
             f"bench: backlog {BACKLOG}, steady {STEADY_SECONDS:.0f} s per rate, producer {PRODUCER_SECONDS:.0f} s",
             flush=True,
         )
-        results["ceiling_events_per_s"] = round(await ceiling(ns.url, min(BACKLOG, 100_000)))
-        print(f"  (a) ceiling: {results['ceiling_events_per_s']} events/s", flush=True)
-        d = await drain(url, ns.url, engine, BACKLOG)
-        results["drain_events_per_s"] = round(d["events_per_s"])
-        results["drain_wall_events_per_s"] = round(d["wall_events_per_s"])
-        print(f"  (b) drain: {results['drain_events_per_s']} events/s", flush=True)
+        if "ceiling" in SECTIONS:
+            results["ceiling_events_per_s"] = round(await ceiling(ns.url, min(BACKLOG, 100_000)))
+            print(f"  (a) ceiling: {results['ceiling_events_per_s']} events/s", flush=True)
+        if "consumer" in SECTIONS:
+            results["consumer"] = await consumer_section(pg.url(), url, ns.url, engine, event, KEYS)
+        d = await drain(url, ns.url, engine, BACKLOG) if "drain" in SECTIONS else None
+        if d is not None:
+            results["drain_events_per_s"] = round(d["events_per_s"])
+            results["drain_wall_events_per_s"] = round(d["wall_events_per_s"])
+            print(f"  (b) drain: {results['drain_events_per_s']} events/s", flush=True)
         # Same backlog for 1, 2 and 3 relays: a smaller backlog drains faster by itself.
-        by_relays = results["drain_events_per_s_by_relays"] = {}
-        for relays in (1, 2, 3):
+        by_relays = results.setdefault("drain_events_per_s_by_relays", {})
+        for relays in (1, 2, 3) if d is not None else ():
             multi = await drain(url, ns.url, engine, BACKLOG // 2, relays=relays)
             by_relays[str(relays)] = round(multi["events_per_s"])
             print(f"  (b) drain, {relays} relays: {by_relays[str(relays)]} events/s", flush=True)
-        results["latency_ms"] = {}
-        for rate in (1000, 5000):
+        results.setdefault("latency_ms", {})
+        for rate in (1000, 5000) if "latency" in SECTIONS else ():
             results["latency_ms"][str(rate)] = await steady(url, ns.url, engine, rate)
             print(f"  (c) {rate}/s: {results['latency_ms'][str(rate)]}", flush=True)
-        results["producer_tps_without_outbox"] = round(await producer_tps(engine, "none"))
-        results["producer_tps_with_outbox"] = round(await producer_tps(engine, "enqueue"))
-        results["producer_tps_with_events_one_statement"] = round(
-            await producer_tps(engine, "with_events")
-        )
-        results["producer_tps_with_outbox_session"] = round(await producer_tps(engine, "session"))
-        print(
-            f"  (d) producer: {results['producer_tps_without_outbox']} -> {results['producer_tps_with_outbox']} (enqueue), {results['producer_tps_with_events_one_statement']} (with_events), {results['producer_tps_with_outbox_session']} (enqueue on an AsyncSession) tx/s",
-            flush=True,
-        )
-        results["many_per_tx_events_per_s"] = await many_per_transaction(engine)
-        print(f"  (e) many per transaction: {results['many_per_tx_events_per_s']}", flush=True)
+        if "producer" in SECTIONS:
+            results["producer_tps_without_outbox"] = round(await producer_tps(engine, "none"))
+            results["producer_tps_with_outbox"] = round(await producer_tps(engine, "enqueue"))
+            results["producer_tps_with_events_one_statement"] = round(
+                await producer_tps(engine, "with_events")
+            )
+            results["producer_tps_with_outbox_session"] = round(
+                await producer_tps(engine, "session")
+            )
+            print(
+                f"  (d) producer: {results['producer_tps_without_outbox']} -> {results['producer_tps_with_outbox']} (enqueue), {results['producer_tps_with_events_one_statement']} (with_events), {results['producer_tps_with_outbox_session']} (enqueue on an AsyncSession) tx/s",
+                flush=True,
+            )
+            results["many_per_tx_events_per_s"] = await many_per_transaction(engine)
+            print(f"  (e) many per transaction: {results['many_per_tx_events_per_s']}", flush=True)
         await engine.dispose()
     finally:
         ns.stop()

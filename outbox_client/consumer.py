@@ -9,8 +9,22 @@
 The handler is ``async def handler(event: BaseEvent, msg: Msg)``. It may ack, nak or term the
 message itself; when it returns without doing so the message is acked. An exception is a
 retry (``nak`` with a growing delay), :class:`PermanentError` is not; after ``max_deliver``
-deliveries, or for a permanent error or undecodable bytes, the message goes to the dead-letter
-stream with its reason and original headers, and is terminated.
+deliveries, or for a permanent error or a message that is not a valid event of its subject,
+the message goes to the dead-letter stream with its reason and original headers, and is
+terminated.
+
+:meth:`EventConsumer.subscribe_batches` takes a :data:`BatchHandler` instead (what
+``Inbox.batch_handler`` gives): it receives the events of one lane of a fetched batch, in
+order, applies them in one transaction, and says how many it finished; the consumer acks
+those after the commit and retries or dead-letters the one that failed.
+
+Order and crashes: messages are split into ``concurrency`` lanes by partition key, so one key's
+events are handled in stream order. A failed message holds back the later messages of its key
+(they are nak'ed behind it) until it succeeds or is dead-lettered. Redelivered messages are
+handled one at a time, each acknowledged before the next, so a message that kills the process
+is the first unresolved one at the next start; one delivered more than ``max_deliver`` times
+without an outcome is dead-lettered without running the handler again. A poison message
+therefore costs at most ``max_deliver + 1`` deliveries, never a crash loop.
 """
 
 from __future__ import annotations
@@ -19,7 +33,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import nats.errors
@@ -31,11 +46,13 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
+from outbox_client.checkpoints import NO_CHECKPOINTS, Checkpoints
 from outbox_client.client import NATSClient
-from outbox_client.errors import EventDecodeError, OutboxError
+from outbox_client.errors import OutboxError
 from outbox_client.events.base import BaseEvent
 from outbox_client.events.registry import decode_event
 from outbox_client.headers import Header
+from outbox_client.policy import MAX_HEADER_BLOCK, RESERVED_HEADER_PREFIX, header_block_size
 from outbox_client.tracing import consumer_span
 
 logger = logging.getLogger("outbox_client.consumer")
@@ -44,6 +61,8 @@ Handler = Callable[[BaseEvent, Msg], Awaitable[None]]
 
 DEAD_LETTER_STREAM = "DEAD_LETTERS"
 DEAD_LETTER_PREFIX = "deadletter"
+#: Set on a dead letter stored without its payload (it would not fit the server's max_payload).
+PAYLOAD_OMITTED_HEADER = "Vertector-Dead-Payload"
 
 
 HANDLER_SECONDS = Histogram(
@@ -91,6 +110,8 @@ class ConsumerConfig(BaseModel):
     durable_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     filter_subjects: tuple[str, ...] = ()
     ack_policy: Literal["explicit", "all", "none"] = "explicit"
+    #: Deliveries of a failing message before it is dead-lettered (see the module docstring
+    #: for a message that kills its process).
     max_deliver: int = Field(default=5, ge=1)
     ack_wait_seconds: float = Field(default=30.0, gt=0)
     max_ack_pending: int = Field(default=1000, ge=1)
@@ -123,6 +144,49 @@ class ConsumerConfig(BaseModel):
         return config
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One decoded message: the event, the message it came in, and its partition key."""
+
+    event: BaseEvent
+    msg: Msg
+
+    @property
+    def key(self) -> str:
+        return (self.msg.headers or {}).get(Header.PARTITION_KEY.value) or self.event.partition_key
+
+    @property
+    def deliveries(self) -> int:
+        return int(self.msg.metadata.num_delivered)
+
+    @property
+    def seq(self) -> int:
+        return int(self.msg.metadata.sequence.stream)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch handler finished: ``deliveries[:done]`` are committed (applied, or seen
+    before); when ``error`` is set, ``deliveries[done]`` failed with it and the rest did not run.
+    """
+
+    done: int
+    error: Exception | None = None
+
+
+#: Handles the deliveries of one lane in order; returns after committing what it finished.
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[BatchOutcome]]
+
+
+@dataclass
+class _Block:
+    """A key held back behind a failed message until it is resolved (or ``until``)."""
+
+    seq: int
+    delay: float
+    until: float
+
+
 class EventConsumer:
     """Fetches batches from a durable pull consumer and hands typed events to a handler.
 
@@ -140,6 +204,7 @@ class EventConsumer:
         dead_letter_stream: str | None = DEAD_LETTER_STREAM,
         unknown: Literal["error", "generic"] = "error",
         concurrency: int = 1,
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("batch_size and concurrency must be at least 1")
@@ -151,7 +216,11 @@ class EventConsumer:
         self.dead_letter_stream = dead_letter_stream
         self.unknown = unknown
         self.concurrency = concurrency
+        self.checkpoints = checkpoints
         self._stop = asyncio.Event()
+        self._blocked: dict[str, _Block] = {}
+        self._batch_acked = 0
+        self._batch_total = 0
         self.processed = 0
         self.failed = 0
         self.dead_lettered = 0
@@ -171,7 +240,10 @@ class EventConsumer:
         js = self.client.js
         version = self.client.nc.connected_server_version
         config = self.config.to_nats((version.major, version.minor))
-        await js.add_consumer(self.stream_name, config)
+        try:
+            await js.add_consumer(self.stream_name, config)
+        except nats.js.errors.BadRequestError as exc:
+            raise _explain(exc, self.stream_name, self.config) from exc
         if self.dead_letter_stream:
             await ensure_dead_letter_stream(self.client, self.dead_letter_stream)
 
@@ -180,7 +252,15 @@ class EventConsumer:
         self._stop.set()
 
     async def subscribe(self, handler: Handler, *, stop: asyncio.Event | None = None) -> None:
-        """Consume until :meth:`stop` is called (or ``stop`` is set)."""
+        """Consume until :meth:`stop` is called (or ``stop`` is set), one event at a time."""
+        tracing = self.client.config.enable_tracing
+        await self.subscribe_batches(_one_at_a_time(handler, tracing), stop=stop)
+
+    async def subscribe_batches(
+        self, handler: BatchHandler, *, stop: asyncio.Event | None = None
+    ) -> None:
+        """Consume until stopped, handing each lane of a fetched batch to ``handler`` at once
+        (e.g. ``Inbox.batch_handler``: one transaction per lane)."""
         await self.ensure()
         sub = await self.client.js.pull_subscribe_bind(
             durable=self.config.durable_name, stream=self.stream_name
@@ -201,70 +281,182 @@ class EventConsumer:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
-    async def _handle_batch(self, msgs: list[Msg], handler: Handler) -> None:
-        if self.concurrency == 1:
-            for msg in msgs:
-                await self._handle(msg, handler)
-            return
-        # Messages of one partition key run in order; different keys run side by side.
-        lanes: dict[str, list[Msg]] = {}
+    async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler) -> None:
+        self._batch_acked, self._batch_total = 0, len(msgs)
+        fresh: list[Delivery] = []
+        again: list[Delivery] = []
         for msg in msgs:
-            key = (msg.headers or {}).get(Header.PARTITION_KEY.value) or msg.subject
-            lanes.setdefault(key, []).append(msg)
-        gate = asyncio.Semaphore(self.concurrency)
+            delivery = await self._decode(msg)
+            if delivery is None or await self._held_back(delivery):
+                continue
+            (again if delivery.deliveries > 1 else fresh).append(delivery)
+        # Redeliveries one at a time, each acknowledged before the next (see the docstring).
+        spent_one = False
+        for delivery in sorted(again, key=lambda d: d.seq):
+            if delivery.deliveries > self.config.max_deliver and not spent_one:
+                spent_one = True
+                await self._dead_letter(
+                    delivery.msg,
+                    f"delivered {delivery.deliveries} times without an outcome (max_deliver "
+                    f"{self.config.max_deliver}): the consumer stopped while handling it",
+                )
+                self._resolved(delivery)
+                continue
+            await self._run_lane([delivery], handler, flush=True)
+        lanes: dict[int, list[Delivery]] = {}
+        for delivery in fresh:
+            lanes.setdefault(hash(delivery.key) % self.concurrency, []).append(delivery)
+        await asyncio.gather(*(self._run_lane(lane, handler) for lane in lanes.values()))
 
-        async def lane(items: list[Msg]) -> None:
-            async with gate:
-                for msg in items:
-                    await self._handle(msg, handler)
-
-        await asyncio.gather(*(lane(items) for items in lanes.values()))
-
-    async def _handle(self, msg: Msg, handler: Handler) -> None:
-        deliveries = msg.metadata.num_delivered
-        if deliveries > 1:
+    async def _decode(self, msg: Msg) -> Delivery | None:
+        """The message as an event of its subject, or ``None`` after dead-lettering it."""
+        if msg.metadata.num_delivered > 1:
             self.redelivered += 1
         try:
             event = decode_event(msg.data, unknown=self.unknown)
-        except EventDecodeError as exc:
-            await self._dead_letter(msg, f"undecodable: {exc}"[:500])
-            return
-        started = time.perf_counter()
-        try:
-            with consumer_span(msg.headers, event.event_type, self.client.config.enable_tracing):
-                await handler(event, msg)
-        except PermanentError as exc:
-            self.failed += 1
-            await self._dead_letter(msg, f"permanent: {exc}"[:500])
-            return
-        except Exception as exc:  # the handler's failure is a retry, by contract
-            self.failed += 1
-            if deliveries >= self.config.max_deliver:
-                await self._dead_letter(
-                    msg, f"failed {deliveries} deliveries; last: {type(exc).__name__}: {exc}"[:500]
-                )
+        except Exception as exc:  # whatever the bytes do is their problem, never the consumer's
+            await self._dead_letter(msg, f"undecodable: {type(exc).__name__}: {exc}")
+            return None
+        if event.subject != msg.subject:
+            await self._dead_letter(
+                msg,
+                f"undecodable: a {event.event_type!r} event on subject {msg.subject!r} "
+                "(the body's event_type must be its subject)",
+            )
+            return None
+        return Delivery(event, msg)
+
+    async def _held_back(self, delivery: Delivery) -> bool:
+        """Nak a message whose key waits behind an earlier failed one."""
+        block = self._blocked.get(delivery.key)
+        if block is None or delivery.seq <= block.seq:
+            return False
+        if time.monotonic() > block.until:  # its failed message went to another process
+            del self._blocked[delivery.key]
+            return False
+        await delivery.msg.nak(delay=block.delay)
+        return True
+
+    def _resolved(self, delivery: Delivery) -> None:
+        block = self._blocked.get(delivery.key)
+        if block is not None and block.seq == delivery.seq:
+            del self._blocked[delivery.key]
+
+    async def _run_lane(
+        self, lane: Sequence[Delivery], handler: BatchHandler, *, flush: bool = False
+    ) -> None:
+        """Hand ``lane`` to ``handler``; ack what it finished, then deal with a failure and
+        go on with what is left (minus the failed key's later messages when it is retried)."""
+        pending = list(lane)
+        while pending:
+            started = time.perf_counter()
+            outcome = await handler(pending)
+            finished = pending[: outcome.done]
+            if finished:
+                per_event = (time.perf_counter() - started) / len(finished)
+                self.checkpoints.reached("after_commit_before_ack")
+                await self._ack(finished, flush=flush)
+                for delivery in finished:
+                    if self.handler_latency is not None:
+                        self.handler_latency.observe(per_event)
+                    self._resolved(delivery)
+                self.handler_seconds = per_event
+            if outcome.error is None or outcome.done >= len(pending):
                 return
-            logger.warning(
-                "consumer.handler.failed event_id=%s deliveries=%d error=%s",
-                event.event_id, deliveries, type(exc).__name__,
-            )  # fmt: skip
-            if not msg._ackd:
-                await msg.nak(delay=self.config.nak_delay(deliveries))
-            return
-        self.processed += 1
-        self.handler_seconds = time.perf_counter() - started
-        if self.handler_latency is not None:
-            self.handler_latency.observe(self.handler_seconds)
-        if not msg._ackd and self.config.ack_policy != "none":
-            await msg.ack()
+            failed, rest = pending[outcome.done], pending[outcome.done + 1 :]
+            if await self._failed(failed, outcome.error):
+                held = [d for d in rest if d.key == failed.key]
+                for delivery in held:
+                    await delivery.msg.nak(delay=self._blocked[failed.key].delay)
+                rest = [d for d in rest if d.key != failed.key]
+            else:
+                self._resolved(failed)
+            pending = rest
+
+    async def _ack(self, finished: Sequence[Delivery], *, flush: bool) -> None:
+        for delivery in finished:
+            if not delivery.msg._ackd and self.config.ack_policy != "none":
+                await delivery.msg.ack()  # a publish: sent with the next flush, not awaited
+        self.processed += len(finished)
+        self._batch_acked += len(finished)
+        mid_batch = self.checkpoints.armed("mid_batch") and self._batch_acked < self._batch_total
+        if flush or mid_batch:
+            await self.client.nc.flush()
+        if mid_batch:
+            self.checkpoints.reached("mid_batch")
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> bool:
+        """Dead-letter or nak a message whose handler failed; ``True`` when it will retry."""
+        self.failed += 1
+        msg, deliveries = delivery.msg, delivery.deliveries
+        if isinstance(exc, PermanentError):
+            await self._dead_letter(msg, f"permanent: {exc}")
+            return False
+        if deliveries >= self.config.max_deliver:
+            await self._dead_letter(
+                msg, f"failed {deliveries} deliveries; last: {type(exc).__name__}: {exc}"
+            )
+            return False
+        logger.warning(
+            "consumer.handler.failed event_id=%s deliveries=%d error=%s",
+            delivery.event.event_id, deliveries, type(exc).__name__,
+        )  # fmt: skip
+        if msg._ackd:  # the handler settled it itself
+            return False
+        delay = self.config.nak_delay(deliveries)
+        await msg.nak(delay=delay)
+        until = time.monotonic() + delay + self.config.ack_wait_seconds
+        self._blocked[delivery.key] = _Block(delivery.seq, delay, until)
+        return True
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        reason = reason[:500]
         if self.dead_letter_stream:
-            await publish_dead_letter(self.client, msg, reason, consumer=self.config.durable_name)
+            try:
+                await publish_dead_letter(
+                    self.client, msg, reason, consumer=self.config.durable_name
+                )
+            except (TimeoutError, nats.errors.Error) as exc:
+                # Not stored, so not terminated: it comes back after a delay.
+                logger.error(
+                    "consumer.dead_letter.failed subject=%s error=%s: %s",
+                    msg.subject, type(exc).__name__, exc,
+                )  # fmt: skip
+                if not msg._ackd:
+                    await msg.nak(delay=self.config.nak_delay(msg.metadata.num_delivered))
+                return
         self.dead_lettered += 1
         logger.warning("consumer.message.dead_lettered subject=%s reason=%s", msg.subject, reason)
         if not msg._ackd:
             await msg.term()
+
+
+def _one_at_a_time(handler: Handler, tracing: bool) -> BatchHandler:
+    """A per-event handler as a batch handler (each event settles on its own)."""
+
+    async def handle(deliveries: Sequence[Delivery]) -> BatchOutcome:
+        for done, delivery in enumerate(deliveries):
+            try:
+                with consumer_span(delivery.msg.headers, delivery.event.event_type, tracing):
+                    await handler(delivery.event, delivery.msg)
+            except Exception as exc:  # the handler's failure is a retry, by contract
+                return BatchOutcome(done, exc)
+        return BatchOutcome(len(deliveries))
+
+    return handle
+
+
+def _explain(exc: nats.js.errors.BadRequestError, stream: str, config: ConsumerConfig) -> Exception:
+    """JetStream's refusal to create a consumer, with the fix when we know it."""
+    if exc.err_code == 10100:  # filtered consumer not unique on workqueue stream
+        return OutboxError(
+            f"durable {config.durable_name!r} cannot consume {stream}: it is a work-queue "
+            "stream and another service's durable already takes these subjects (JetStream "
+            "error 10100: each message of a work queue goes to one consumer). For several "
+            "services on the same events, apply the fan-out profile (`vertector-relay streams "
+            "apply --profile fanout`: interest retention) or give each service its own subjects"
+        )
+    return exc
 
 
 async def ensure_dead_letter_stream(client: NATSClient, name: str = DEAD_LETTER_STREAM) -> None:
@@ -283,18 +475,35 @@ async def ensure_dead_letter_stream(client: NATSClient, name: str = DEAD_LETTER_
 
 
 async def publish_dead_letter(client: NATSClient, msg: Msg, reason: str, *, consumer: str) -> Any:
-    """Store ``msg`` on ``deadletter.<subject>`` with why, where from and its original headers."""
-    headers = dict(msg.headers or {})
-    original_id = headers.get("Nats-Msg-Id", "")
-    headers.update(
-        {
-            "Nats-Msg-Id": f"dl:{consumer}:{original_id or msg.metadata.sequence.stream}",
-            "Vertector-Dead-Reason": reason.replace("\r", " ").replace("\n", " "),
-            "Vertector-Original-Subject": msg.subject,
-            "Vertector-Original-Stream": msg.metadata.stream,
-            "Vertector-Original-Seq": str(msg.metadata.sequence.stream),
-            "Vertector-Consumer": consumer,
-            "Vertector-Deliveries": str(msg.metadata.num_delivered),
-        }
-    )
-    return await client.js.publish(f"{DEAD_LETTER_PREFIX}.{msg.subject}", msg.data, headers=headers)
+    """Store ``msg`` on ``deadletter.<subject>`` with why, where from and its original headers.
+
+    Original ``Nats-*`` headers are dropped (they would steer the dead-letter stream). A letter
+    that would not fit the server's ``max_payload`` is stored without its payload, and one whose
+    headers would pass the 64 KiB block without the original headers; both say so in a header.
+    """
+    original = {
+        k: v for k, v in (msg.headers or {}).items()
+        if not k.lower().startswith(RESERVED_HEADER_PREFIX)
+    }  # fmt: skip
+    original_id = (msg.headers or {}).get(Header.MSG_ID.value, "")
+    ours = {
+        Header.MSG_ID.value: f"dl:{consumer}:{original_id or msg.metadata.sequence.stream}",
+        "Vertector-Dead-Reason": reason.replace("\r", " ").replace("\n", " "),
+        "Vertector-Original-Subject": msg.subject,
+        "Vertector-Original-Stream": msg.metadata.stream,
+        "Vertector-Original-Seq": str(msg.metadata.sequence.stream),
+        "Vertector-Consumer": consumer,
+        "Vertector-Deliveries": str(msg.metadata.num_delivered),
+    }
+    headers = original | ours
+    if header_block_size(headers) > MAX_HEADER_BLOCK // 2:
+        headers = ours | {"Vertector-Dead-Headers": "omitted: the original block was too large"}
+    data = msg.data or b""
+    limit = client.nc.max_payload
+    if len(data) + header_block_size(headers) + 256 > limit:
+        headers[PAYLOAD_OMITTED_HEADER] = (
+            f"omitted: {len(data)} bytes with its headers exceed the server's max_payload of "
+            f"{limit} bytes"
+        )
+        data = b""
+    return await client.js.publish(f"{DEAD_LETTER_PREFIX}.{msg.subject}", data, headers=headers)

@@ -13,8 +13,10 @@ from datetime import datetime
 from nats.js.errors import NotFoundError
 
 from outbox_client.client import NATSClient
-from outbox_client.consumer import DEAD_LETTER_STREAM
+from outbox_client.consumer import DEAD_LETTER_STREAM, PAYLOAD_OMITTED_HEADER
 from outbox_client.errors import OutboxError
+from outbox_client.headers import Header
+from outbox_client.policy import headers_problem, subject_problem
 
 _DEAD_HEADERS = (
     "Vertector-Dead-Reason",
@@ -23,6 +25,7 @@ _DEAD_HEADERS = (
     "Vertector-Original-Seq",
     "Vertector-Consumer",
     "Vertector-Deliveries",
+    "Vertector-Dead-Headers",
 )
 
 
@@ -47,6 +50,8 @@ async def list_dead_letters(
     except NotFoundError:
         return []
     letters: list[DeadLetter] = []
+    if state.messages == 0:  # an empty stream's first_seq is 0, which get_msg refuses
+        return letters
     seq = state.first_seq
     while seq <= state.last_seq and len(letters) < limit:
         try:
@@ -81,13 +86,30 @@ async def replay_dead_letter(
         msg = await client.js.get_msg(stream, seq)
     except NotFoundError as exc:
         raise OutboxError(f"no dead letter {seq} in {stream}: list them first") from exc
-    headers = {k: v for k, v in (msg.headers or {}).items() if k not in _DEAD_HEADERS}
-    subject = (msg.headers or {}).get("Vertector-Original-Subject")
+    stored = msg.headers or {}
+    subject = stored.get("Vertector-Original-Subject")
     if not subject:
         raise OutboxError(f"dead letter {seq} has no Vertector-Original-Subject header")
+    # Anyone who may publish to deadletter.> can write a dead letter: the same policy as the
+    # producer's decides where, and with which headers, it may be sent again.
+    problem = subject_problem(subject)
+    if problem:
+        raise OutboxError(f"dead letter {seq} not replayed: {problem}")
+    if PAYLOAD_OMITTED_HEADER in stored:
+        raise OutboxError(
+            f"dead letter {seq} was stored without its payload ({stored[PAYLOAD_OMITTED_HEADER]}):"
+            " nothing to replay; the producer must send the event again"
+        )
+    original_id = stored.get(Header.MSG_ID.value, "").rsplit(":", 1)[-1]
+    headers = {
+        k: v for k, v in stored.items()
+        if k not in _DEAD_HEADERS and k != Header.MSG_ID.value
+    }  # fmt: skip
+    problem = headers_problem(headers)
+    if problem:
+        raise OutboxError(f"dead letter {seq} not replayed: {problem}")
     # A new Nats-Msg-Id: the original is still inside the stream's duplicate window, maybe.
-    original_id = headers.get("Nats-Msg-Id", "").rsplit(":", 1)[-1]
-    headers["Nats-Msg-Id"] = f"{original_id}:replay:{seq}"
+    headers[Header.MSG_ID.value] = f"{original_id}:replay:{seq}"
     ack = await client.js.publish(subject, msg.data or b"", headers=headers)
     await client.js.delete_msg(stream, seq)
     return int(ack.seq)

@@ -1,22 +1,12 @@
-"""Named points in a batch's life where a fault test may act (``devtools.crash`` kills the
-process there, like a power cut). Production passes :data:`NO_CHECKPOINTS`, which does nothing;
-the relay never reads the environment for them."""
+"""Named points in a relay batch's life where a fault test may act (``devtools.crash`` kills
+the process there, like a power cut). Production passes :data:`NO_CHECKPOINTS`, which does
+nothing; the relay never reads the environment for them."""
 
 from __future__ import annotations
+
+from outbox_client.checkpoints import NO_CHECKPOINTS, Checkpoints
 
 #: Where a batch can be interrupted: the fault suite proves no loss and no duplicate at each.
 POINTS = ("after_claim", "after_publish_before_ack", "after_ack_before_mark", "mid_mark")
 
-
-class Checkpoints:
-    """Does nothing. A fault test passes a subclass that acts when a point is reached."""
-
-    def armed(self, point: str) -> bool:
-        """Whether :meth:`reached` will act at ``point`` (lets a caller set the scene first)."""
-        return False
-
-    def reached(self, point: str) -> None:
-        """Called when the batch passes ``point``."""
-
-
-NO_CHECKPOINTS = Checkpoints()
+__all__ = ["NO_CHECKPOINTS", "POINTS", "Checkpoints"]

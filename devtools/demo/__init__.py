@@ -23,7 +23,6 @@ from devtools.demo import schedule_service
 from devtools.servers import EmbeddedNats, EmbeddedPostgres, server_dir
 from examples import notes_service
 from outbox_client.client import NATSClient
-from outbox_client.consumer import ConsumerConfig, EventConsumer
 from outbox_client.dburl import asyncpg_sqlalchemy_url
 from outbox_client.nats_config import NATSConfig
 from outbox_client.streams import DEFAULT_STREAMS
@@ -165,16 +164,7 @@ async def _run(
         schedule_db, lambda i, t: committed.__setitem__(i, t), limit=events
     )
     notes = notes_service.NotesService(notes_db)
-    consumer = EventConsumer(
-        client=client,
-        stream_name="ACADEMIC_EVENTS",
-        consumer_config=ConsumerConfig(
-            durable_name="notes-service-consumer", filter_subjects=("academic.>",)
-        ),
-        batch_size=256,
-        fetch_timeout=0.2,
-        concurrency=8,
-    )
+    consumer = notes.consumer(client)
     relay = RelayApp(
         RelaySettings(
             database_url=schedule_url, instance_name="demo-relay", poll_interval_seconds=0.5
@@ -184,7 +174,7 @@ async def _run(
     relay_stop = asyncio.Event()
     tasks = [
         asyncio.create_task(relay.run(relay_stop), name="relay"),
-        asyncio.create_task(consumer.subscribe(notes.handle), name="notes-service"),
+        asyncio.create_task(consumer.subscribe_batches(notes.handler()), name="notes-service"),
     ]
     _say(f"-- relay running; schedule-service committing {events} events with 4 concurrent clients")
     produce_started = time.monotonic()
