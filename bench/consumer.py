@@ -25,6 +25,7 @@ import asyncpg
 import nats
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.load import count, produce_paced
 from devtools.processes import ROOT, ChildProcess, RelayProcess
 from examples import notes_consumer
 from examples.notes_service import NotesService, create_schema, notebooks
@@ -63,11 +64,7 @@ class ConsumerProcess(ChildProcess):
 
 
 async def _applied(notes_url: str) -> int:
-    conn = await asyncpg.connect(notes_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM outbox_inbox"))
-    finally:
-        await conn.close()
+    return await count(notes_url, "SELECT count(*) FROM outbox_inbox")
 
 
 async def _notes_database(admin_url: str, notes_url: str, keys: int) -> None:
@@ -197,18 +194,9 @@ async def end_to_end(
     total = int(rate * seconds)
     try:
         await asyncio.sleep(2.0)  # both connected and idle
-        per_tick, i, started = max(1, rate // 100), 0, time.perf_counter()
-        while i < total:
-            batch = [events(j) for j in range(i, min(total, i + per_tick))]
-            async with engine.begin() as conn:
-                await enqueue_many(conn, batch)
-            now = time.time()
-            committed.update((str(e.event_id), now) for e in batch)
-            i += len(batch)
-            behind = started + i / rate - time.perf_counter()
-            if behind > 0:
-                await asyncio.sleep(behind)
-        achieved = total / (time.perf_counter() - started)
+        achieved = await produce_paced(
+            engine, events, rate, total, committed, per_commit=max(1, rate // 100)
+        )
         await _until(lambda: _all_applied(notes_url, total), "the consumer catching up", 120)
     finally:
         relay.stop()

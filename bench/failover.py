@@ -22,10 +22,10 @@ from typing import Any
 import nats
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bench.load import produce_paced
 from bench.run import RESULTS, event, pct, reset_stream, unsent
 from devtools.processes import RelayProcess
 from devtools.servers import EmbeddedNatsCluster, EmbeddedPostgres, server_dir
-from outbox_client import enqueue_many
 from outbox_client.dburl import asyncpg_sqlalchemy_url
 from relay import schema
 
@@ -65,26 +65,19 @@ async def scenario(
     ]
     await asyncio.sleep(2.0)  # connected, partitions shared
     committed: dict[str, float] = {}
-    total, i = int(RATE * SECONDS), 0
-    started = time.perf_counter()
+    total = int(RATE * SECONDS)
     fault_at: float | None = None
-    faulting: asyncio.Task[None] | None = None
+
+    async def fault_later() -> None:
+        nonlocal fault_at
+        await asyncio.sleep(FAULT_AT)
+        fault_at = time.time()
+        await fault(procs)
+
+    faulting = asyncio.create_task(fault_later())
     try:
-        while i < total:
-            if faulting is None and time.perf_counter() - started >= FAULT_AT:
-                fault_at = time.time()
-                faulting = asyncio.create_task(fault(procs))
-            batch = [event(j) for j in range(i, min(total, i + 5))]
-            async with engine.begin() as conn:
-                await enqueue_many(conn, batch)
-            now = time.time()
-            committed.update((str(e.event_id), now) for e in batch)
-            i += len(batch)
-            ahead = started + i / RATE - time.perf_counter()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-        if faulting is not None:
-            await faulting
+        await produce_paced(engine, event, RATE, total, committed)
+        await faulting
         while await unsent(database_url) > 0:
             await asyncio.sleep(0.2)
     finally:
