@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import nats
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.load import count, produce_paced
-from devtools.processes import ROOT, ChildProcess, RelayProcess
+from devtools.processes import ModuleProcess, RelayProcess
 from examples import notes_consumer
 from examples.notes_service import NotesService, create_schema, notebooks
 from outbox_client import NATSConfig, enqueue_many
@@ -37,28 +36,19 @@ from relay.streams import apply_streams
 NOTES_DB = "bench_notes"
 
 
-class ConsumerProcess(ChildProcess):
+class ConsumerProcess(ModuleProcess):
     """``python -m bench.consumer OUT`` against the notes database."""
 
     def __init__(self, notes_url: str, nats_url: str, out: Path) -> None:
-        super().__init__()
+        env = {"OUTBOX_DATABASE_URL": notes_url, "NATS_SERVERS": nats_url}
+        super().__init__("bench.consumer", str(out), env=env)
         self.out = out
-        env = os.environ | {"OUTBOX_DATABASE_URL": notes_url, "NATS_SERVERS": nats_url}
-        self.log = out.with_suffix(".log")
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.consumer", str(out)],
-                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        self.start()
 
     def timings(self) -> dict[str, list[float]]:
         self.terminate()
         if not self.out.exists():
-            raise RuntimeError(f"the consumer wrote no timings:\n{self.log.read_text()[-3000:]}")
+            raise RuntimeError(f"the consumer wrote no timings:\n{self.output()[-3000:]}")
         data: dict[str, list[float]] = json.loads(self.out.read_text())
         return data
 

@@ -63,6 +63,11 @@ class ChildProcess:
                 self.process.kill()
         self.reap()
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reap(self) -> None:
         if self.process is not None:
             self.exits.append(self.process.wait())
@@ -123,3 +128,33 @@ class RelayProcess(ChildProcess):
                 argv, env=self.env | env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
             )
         return self
+
+
+class ModuleProcess(ChildProcess):
+    """``python -m MODULE ARGS...`` from the repository root; its output goes to ``log``.
+
+    >>> consumer = ModuleProcess("examples.notes_consumer", env={...}).start()  # doctest: +SKIP
+    """
+
+    def __init__(self, module: str, *args: str, env: dict[str, str]) -> None:
+        super().__init__()
+        self.argv = [sys.executable, "-m", module, *args]
+        self.env = os.environ | env
+        self.log = Path(tempfile.mkstemp(prefix=f"{module}-", suffix=".log")[1])
+
+    def start(self) -> Self:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    async def wait(self, timeout: float) -> int:
+        """Wait for the exit (asserting it comes within ``timeout`` s); its status."""
+        assert self.process is not None
+        await asyncio.to_thread(self.process.wait, timeout)
+        self.reap()
+        return self.exits[-1]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

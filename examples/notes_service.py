@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from itertools import groupby
+from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, func
 from sqlalchemy.dialects.postgresql import insert
@@ -111,7 +112,8 @@ class NotesService:
         effect_many: BatchEffect = apply_events,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
-        self.inbox = Inbox(engine, consumer="notes-service", checkpoints=checkpoints)
+        self.inbox = Inbox(engine, consumer="notes-service")
+        self.inbox.checkpoints = checkpoints  # the crash tests' injected points
         self.clock = clock
         self.effect_many = effect_many
         self.applied: dict[uuid.UUID, tuple[float, float]] = {}  # id -> (stored at, committed at)
@@ -124,14 +126,15 @@ class NotesService:
         )
 
     def consumer(
-        self, client: NATSClient, *, checkpoints: Checkpoints = NO_CHECKPOINTS
+        self, client: NATSClient, *, checkpoints: Checkpoints = NO_CHECKPOINTS, **config: Any
     ) -> EventConsumer:
-        """The notes service's durable on ``academic.>``, sized by ``make bench``."""
+        """The notes service's durable on ``academic.>``, sized by ``make bench``
+        (``config``: more ``ConsumerConfig`` fields)."""
         return EventConsumer(
             client=client,
             stream_name="ACADEMIC_EVENTS",
             consumer_config=ConsumerConfig(
-                durable_name="notes-service-consumer", filter_subjects=("academic.>",)
+                durable_name="notes-service-consumer", filter_subjects=("academic.>",), **config
             ),
             batch_size=256,
             fetch_timeout=0.5,

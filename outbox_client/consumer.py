@@ -22,8 +22,10 @@ Order and crashes: messages are split into ``concurrency`` lanes by partition ke
 events are handled in stream order. A failed message holds back the later messages of its key
 (they are nak'ed behind it) until it succeeds or is dead-lettered. Redelivered messages are
 handled one at a time, each acknowledged before the next, so a message that kills the process
-is the first unresolved one at the next start; one delivered more than ``max_deliver`` times
-without an outcome is dead-lettered without running the handler again. A poison message
+is the first unresolved one at the next start (which waits ``ack_wait`` when the durable holds
+unacknowledged messages, so that newer messages of their keys do not overtake them); one
+delivered more than ``max_deliver`` times without an outcome is dead-lettered without running
+the handler again. A poison message
 therefore costs at most ``max_deliver + 1`` deliveries, never a crash loop.
 """
 
@@ -262,6 +264,7 @@ class EventConsumer:
         """Consume until stopped, handing each lane of a fetched batch to ``handler`` at once
         (e.g. ``Inbox.batch_handler``: one transaction per lane)."""
         await self.ensure()
+        await self._after_a_crash(stop)
         sub = await self.client.js.pull_subscribe_bind(
             durable=self.config.durable_name, stream=self.stream_name
         )
@@ -280,6 +283,24 @@ class EventConsumer:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+    async def _after_a_crash(self, stop: asyncio.Event | None) -> None:
+        """Messages delivered but never acknowledged (a consumer of this durable died holding
+        them) come back after ``ack_wait``; newer messages of their keys must not overtake
+        them, so a start with such messages waits that long first."""
+        info = await self.client.js.consumer_info(self.stream_name, self.config.durable_name)
+        if not info.num_ack_pending:
+            return
+        wait = self.config.ack_wait_seconds + 0.5
+        logger.warning(
+            "consumer.start.pending durable=%s unacknowledged=%d: waiting %.1f s (ack_wait) for "
+            "their redelivery so that each key stays in order",
+            self.config.durable_name, info.num_ack_pending, wait,
+        )  # fmt: skip
+        stopping = [asyncio.ensure_future(e.wait()) for e in (self._stop, stop) if e is not None]
+        await asyncio.wait(stopping, timeout=wait)
+        for waiter in stopping:
+            waiter.cancel()
 
     async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler) -> None:
         self._batch_acked, self._batch_total = 0, len(msgs)

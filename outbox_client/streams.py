@@ -71,6 +71,19 @@ ACADEMIC_STREAM = StreamConfig(
 )
 NOTES_STREAM = StreamConfig(name="NOTES_EVENTS", subjects=("notes.*",), retention="interest")
 DEFAULT_STREAMS: tuple[StreamConfig, ...] = (ACADEMIC_STREAM, NOTES_STREAM)
+#: Several services on the academic events (notes, search, analytics), each with its own
+#: durable: limits retention keeps every event for max_age, whoever has read it. A work queue
+#: gives each message to one consumer only (JetStream error 10100 for a second service), and
+#: interest retention would drop events published before a service's durable exists.
+FANOUT_STREAMS: tuple[StreamConfig, ...] = (
+    ACADEMIC_STREAM.model_copy(update={"retention": "limits"}),
+    NOTES_STREAM,
+)
+#: What ``vertector-relay streams apply --profile`` offers.
+STREAM_PROFILES: dict[str, tuple[StreamConfig, ...]] = {
+    "default": DEFAULT_STREAMS,
+    "fanout": FANOUT_STREAMS,
+}
 
 _STREAM_LIST = TypeAdapter(tuple[StreamConfig, ...])
 

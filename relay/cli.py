@@ -111,9 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     streams = sub.add_parser("streams", help="manage JetStream streams")
     streams_sub = streams.add_subparsers(dest="streams_command", required=True, metavar="ACTION")
     apply = streams_sub.add_parser("apply", help="create or update the streams (idempotent)")
-    apply.add_argument(
+    source = apply.add_mutually_exclusive_group()
+    source.add_argument(
         "--file", type=Path, default=None, help="JSON list of streams [RELAY_STREAMS_FILE]"
     )
+    source.add_argument(
+        "--profile", choices=("default", "fanout"), default=None,
+        help="default: the product's (ACADEMIC_EVENTS a work queue: one service); fanout: "
+        "ACADEMIC_EVENTS with limits retention, for several services with their own durables",
+    )  # fmt: skip
 
     migrate = sub.add_parser("migrate", help="upgrade the schema (same as `alembic upgrade head`)")
     migrate.add_argument("--revision", default="head")
@@ -212,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "streams":
-            for line in asyncio.run(commands.streams_apply(args.file)):
+            for line in asyncio.run(commands.streams_apply(args.file, args.profile)):
                 print(line)
             return 0
         if args.command == "migrate":

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outbox_client.client import NATSClient, NATSConnectionError, connect_nats
 from outbox_client.deadletters import list_dead_letters, replay_dead_letter
-from outbox_client.streams import StreamConfig, load_streams
+from outbox_client.streams import STREAM_PROFILES, StreamConfig, load_streams
 from relay import admin, schema
 from relay.app import RelayApp
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
@@ -57,9 +57,11 @@ async def run(
     return 0
 
 
-async def streams_apply(path: Path | None = None) -> list[str]:
+async def streams_apply(path: Path | None = None, profile: str | None = None) -> list[str]:
     nats_config = load_nats()
-    specs = load_streams(path or load_common().streams_file)
+    specs = (
+        STREAM_PROFILES[profile] if profile else load_streams(path or load_common().streams_file)
+    )
     try:
         nc = await connect_nats(nats_config)
     except NATSConnectionError as exc:

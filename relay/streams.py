@@ -90,6 +90,12 @@ async def apply_streams(js: JetStreamContext, specs: Sequence[StreamConfig]) -> 
                 f"stream {spec.name} is stored in {_show(have.storage)} but configured for "
                 f"{_show(want.storage)}: JetStream cannot change storage; delete and recreate it"
             )
+        if have.retention != want.retention:
+            raise ConfigError(
+                f"stream {spec.name} has {_show(have.retention)} retention but the streams "
+                f"applied want {_show(want.retention)}: JetStream cannot change it in place; "
+                "let consumers drain it, delete the stream, then apply again"
+            )
         changes = _differences(want, have)
         if changes:
             await js.update_stream(want)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from nats.aio.msg import Msg
@@ -27,6 +27,7 @@ from outbox_client import (
     NATSConfig,
     PermanentError,
 )
+from outbox_client.consumer import Delivery
 from outbox_client.request import NoResponderError, RemoteError, RequestTimeoutError, request, serve
 from tests.relayrun import apply_default_streams, engine
 
@@ -373,3 +374,72 @@ async def test_consumers_with_the_same_durable_share_the_work(nats_url: str) -> 
     assert handled["one"] and handled["two"], "one consumer did all the work"
     both = handled["one"] + handled["two"]
     assert len(both) == len(set(both)) == 200
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["effect", "effect_many"])
+async def test_a_batch_failing_half_way_commits_the_rest_and_keeps_each_key_in_order(
+    batched: bool, nats_url: str, database_url: str
+) -> None:
+    await apply_default_streams(nats_url)
+    log: list[tuple[str, int]] = []  # (key, position) in commit order
+    failed_once: set[str] = set()
+
+    async def effect(conn: AsyncConnection, event: BaseEvent) -> None:
+        assert isinstance(event, CourseUpdatedEvent)
+        if event.course_code == "B" and event.credits == 3 and "B3" not in failed_once:
+            failed_once.add("B3")
+            raise ConnectionError("the notebook service blinked")
+        await conn.execute(insert(effects).values(event_id=str(event.event_id), applied=1))
+
+    async def effect_many(conn: AsyncConnection, events: Sequence[BaseEvent]) -> None:
+        for event in events:
+            await effect(conn, event)
+
+    async with engine(database_url) as eng, NATSClient(NATSConfig(servers=[nats_url])) as client:
+        async with eng.begin() as conn:
+            await conn.run_sync(effects_md.create_all)
+        inbox = Inbox(eng, consumer="notes-service")
+
+        def committed(deliveries: Sequence[Delivery]) -> None:
+            log.extend(
+                (d.event.course_code, d.event.credits or 0)  # type: ignore[attr-defined]
+                for d in deliveries
+            )
+
+        handler = (
+            inbox.batch_handler(effect_many=effect_many, on_applied=committed)
+            if batched
+            else inbox.batch_handler(effect, on_applied=committed)
+        )
+        events = [
+            CourseUpdatedEvent(course_code=key, credits=i) for i in range(1, 7) for key in "AB"
+        ]
+        for e in events:
+            await client.js.publish(
+                e.subject, e.to_bytes(),
+                headers=e.nats_headers()
+                | {"Vertector-Partition-Key": e.partition_key, "Nats-Msg-Id": str(e.event_id)},
+            )  # fmt: skip
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS",
+            ConsumerConfig(durable_name="notes", nak_backoff_seconds=(0.2,)),
+            batch_size=50, fetch_timeout=0.2,
+        )  # fmt: skip
+        task = asyncio.create_task(consumer.subscribe_batches(handler))
+        try:
+            await until(lambda: len(log) == len(events))
+        finally:
+            consumer.stop()
+            await asyncio.wait_for(task, 10)
+        async with eng.connect() as conn:
+            counts = (await conn.execute(select(effects.c.applied))).scalars().all()
+    assert counts == [1] * len(events), "an effect was committed twice or lost"
+    assert [p for k, p in log if k == "A"] == [1, 2, 3, 4, 5, 6]  # A was not held back
+    assert [p for k, p in log if k == "B"] == [1, 2, 3, 4, 5, 6]  # B4.. waited for B3
+    if batched:
+        # The batch effect failed somewhere: one transaction per event found B3, which
+        # succeeded on that second run (a blip), so nothing was retried through NATS.
+        assert consumer.failed == 0
+    else:
+        assert log.index(("A", 6)) < log.index(("B", 3))  # B3 retried after a nak
+        assert consumer.failed == 1 and consumer.redelivered >= 1
