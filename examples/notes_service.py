@@ -140,6 +140,7 @@ class NotesService:
             fetch_timeout=0.5,
             concurrency=4,
             checkpoints=checkpoints,
+            ordered_restart=True,  # one process: after a crash, each course stays in order
         )
 
     def _applied(self, deliveries: Sequence[Delivery]) -> None:

@@ -22,8 +22,10 @@ Order and crashes: messages are split into ``concurrency`` lanes by partition ke
 events are handled in stream order. A failed message holds back the later messages of its key
 (they are nak'ed behind it) until it succeeds or is dead-lettered. Redelivered messages are
 handled one at a time, each acknowledged before the next, so a message that kills the process
-is the first unresolved one at the next start (which waits ``ack_wait`` when the durable holds
-unacknowledged messages, so that newer messages of their keys do not overtake them); one
+is the first unresolved one at the next start (with ``ordered_restart``, a start waits
+``ack_wait`` when the durable holds unacknowledged messages, so that newer messages of their
+keys do not overtake them: meant for one process per durable, as a sibling's in-flight
+messages look the same); one
 delivered more than ``max_deliver`` times without an outcome is dead-lettered without running
 the handler again. A poison message
 therefore costs at most ``max_deliver + 1`` deliveries, never a crash loop.
@@ -207,6 +209,7 @@ class EventConsumer:
         unknown: Literal["error", "generic"] = "error",
         concurrency: int = 1,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
+        ordered_restart: bool = False,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("batch_size and concurrency must be at least 1")
@@ -219,6 +222,7 @@ class EventConsumer:
         self.unknown = unknown
         self.concurrency = concurrency
         self.checkpoints = checkpoints
+        self.ordered_restart = ordered_restart
         self._stop = asyncio.Event()
         self._blocked: dict[str, _Block] = {}
         self._batch_acked = 0
@@ -264,7 +268,8 @@ class EventConsumer:
         """Consume until stopped, handing each lane of a fetched batch to ``handler`` at once
         (e.g. ``Inbox.batch_handler``: one transaction per lane)."""
         await self.ensure()
-        await self._after_a_crash(stop)
+        if self.ordered_restart:
+            await self._after_a_crash(stop)
         sub = await self.client.js.pull_subscribe_bind(
             durable=self.config.durable_name, stream=self.stream_name
         )

@@ -6,12 +6,14 @@ stays in order, and redeliveries are counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import defaultdict
 
 import asyncpg
 import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from devtools.crash_consumer import MAX_DELIVER
 from devtools.processes import ModuleProcess
@@ -74,6 +76,19 @@ async def until_logged(database_url: str, expected: int, proc: ModuleProcess) ->
         await asyncio.sleep(0.2)
 
 
+async def until_dead_lettered(nats_url: str, proc: ModuleProcess) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while True:
+        async with jetstream(nats_url) as js:
+            with contextlib.suppress(NotFoundError):
+                if (await js.stream_info("DEAD_LETTERS")).state.messages:
+                    return
+        assert proc.alive, f"the consumer stopped:\n{proc.output()[-3000:]}"
+        assert loop.time() < deadline, "the poison message was not dead-lettered within 90 s"
+        await asyncio.sleep(0.2)
+
+
 def assert_exactly_once_in_order(log: list[tuple[str, str, int]], ids: list[str]) -> None:
     applied = [event_id for event_id, _, _ in log]
     assert sorted(applied) == sorted(ids), "an event was lost or applied twice"
@@ -114,6 +129,7 @@ async def test_a_message_that_kills_its_consumer_is_dead_lettered_after_max_deli
         proc = consumer(database_url, nats_url, "--kill-on", "POISON")
         try:
             await until_logged(database_url, len(ids) + len(later), proc)
+            await until_dead_lettered(nats_url, proc)
             break
         except AssertionError:
             if proc.alive:
