@@ -286,13 +286,16 @@ class RelayApp:
         ]
         loop = asyncio.create_task(self.relay.run(stop), name="relay-loop")
         log_event(logger, "relay.started", instance=self.settings.instance_name)
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait([loop, *background], return_when=asyncio.FIRST_COMPLETED)
-            if not loop.done():  # a background task died: surface its error
-                for task in background:
-                    if task.done():
-                        task.result()
-            elif not stop.is_set():
+            # Watch the loop until stop: a background task that died surfaces its error; one
+            # that ended cleanly (vacuum off or not permitted) leaves the loop still watched.
+            watched = {loop, stopping, *background}
+            while not (loop.done() or stopping.done()):
+                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in done & set(background):
+                    task.result()
+            if loop.done() and not stop.is_set():
                 _loop_died(loop)
             await stop.wait()
             try:
@@ -306,6 +309,7 @@ class RelayApp:
                     detail="published rows not marked: they are re-published (deduplicated) later",
                 )  # fmt: skip
         finally:
+            stopping.cancel()
             background_stop.set()
             loop.cancel()
             await asyncio.gather(loop, *background, return_exceptions=True)

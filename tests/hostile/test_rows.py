@@ -68,14 +68,19 @@ async def test_malformed_rows_are_quarantined_and_the_rest_flows(
         assert MALFORMED[headers] in reasons[row_id], (headers[:40], reasons[row_id])
 
 
+@pytest.mark.parametrize("vacuum_every_rows", [20_000, 0])
 async def test_a_crash_of_the_publishing_loop_ends_the_relay(
-    database_url: str, nats_url: str
+    database_url: str, nats_url: str, vacuum_every_rows: int
 ) -> None:
     """A bug in the loop (here: injected) must not leave a healthy-looking process that
-    publishes nothing: ``run`` ends with an error (the CLI exits non-zero)."""
+    publishes nothing: ``run`` ends with an error (the CLI exits non-zero). Also when a
+    background task ended cleanly first (vacuum off: it returns at once)."""
     await apply_default_streams(nats_url)
     app = RelayApp(
-        RelaySettings(database_url=database_url, metrics_port=-1), NATSConfig(servers=[nats_url])
+        RelaySettings(
+            database_url=database_url, metrics_port=-1, vacuum_every_rows=vacuum_every_rows
+        ),
+        NATSConfig(servers=[nats_url]),
     )
     real_step = app.relay.step
     rounds = 0
