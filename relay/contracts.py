@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jsonschema_rs
@@ -28,6 +28,7 @@ import nats.errors
 import nats.js.errors
 
 from outbox_client.headers import PRODUCED_BY_OUTBOX_CLIENT, Header
+from outbox_client.policy import headers_problem, subject_problem
 from outbox_client.schemas.contracts import ContractError
 from outbox_client.schemas.registry import BUCKET, fetch
 from relay.log import log_event
@@ -74,8 +75,8 @@ class ContractValidator:
     async def refusals(self, rows: Sequence[OutboxRow]) -> list[Failure | None]:
         results: list[Failure | None] = []
         for row in rows:
-            if not isinstance(row.headers, Mapping):
-                results.append(None)  # relay.checks quarantines it for its headers
+            if subject_problem(row.subject) or headers_problem(row.headers):
+                results.append(None)  # relay.checks quarantines it with the policy's reason
                 continue
             if row.headers.get(_PRODUCER) == PRODUCED_BY_OUTBOX_CLIENT:
                 results.append(None)  # validated by its class before the row was written
@@ -87,6 +88,13 @@ class ContractValidator:
         try:
             payload = json.loads(row.payload)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            named = row.headers.get(_EVENT_TYPE) or row.subject
+            try:
+                governed = await self._has_contracts(named)
+            except ContractError as err:
+                return Failure(Verdict.TRANSIENT, f"schema registry unavailable: {err}"[:300])
+            if not governed:  # no contract speaks for this type: not the registry's to refuse
+                return None
             return Failure(Verdict.POISON, f"contract: payload is not JSON: {exc}"[:500])
         fields = payload if isinstance(payload, dict) else {}
         event_type = fields.get("event_type") or row.headers.get(_EVENT_TYPE) or row.subject

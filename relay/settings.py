@@ -167,9 +167,10 @@ class RelaySettings(DatabaseSettings, MetricsSettings):
         default=30.0, gt=0, description="not ready when visible rows wait this long unpublished"
     )
     validate_raw_rows: bool = Field(
-        default=True,
+        default=False,
         description="check rows not written by outbox_client against the schema registry "
-        "(bucket VERTECTOR_SCHEMAS) and quarantine those that break their contract",
+        "(bucket VERTECTOR_SCHEMAS, which the relay's NATS user must be able to read) and "
+        "quarantine those that break their contract",
     )
     cloudevents: bool = Field(
         default=False, description="add CloudEvents binary-mode ce-* headers to every message"

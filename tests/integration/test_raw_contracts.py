@@ -86,7 +86,7 @@ async def test_an_invalid_raw_row_is_quarantined_with_the_schema_error_while_val
     after = await insert_raw(database_url, valid_payload(), "GO2")  # same key, later, valid
     async with (
         engine(database_url) as eng,
-        running_relay(database_url, nats_url, retention_seconds=3600),
+        running_relay(database_url, nats_url, validate_raw_rows=True, retention_seconds=3600),
     ):
         marked = CourseUpdatedEvent(course_code="PY1", credits=2)
         await produce(eng, [marked])
@@ -130,7 +130,13 @@ async def test_cloudevents_binary_mode_is_read_by_the_cloudevents_sdk_and_by_our
     event = CourseUpdatedEvent(course_code="CE1", credits=3)
     async with (
         engine(database_url) as eng,
-        running_relay(database_url, nats_url, cloudevents=True, retention_seconds=3600),
+        running_relay(
+            database_url,
+            nats_url,
+            validate_raw_rows=True,
+            cloudevents=True,
+            retention_seconds=3600,
+        ),
     ):
         await produce(eng, [event])
         await settled(database_url, [event.event_id])
