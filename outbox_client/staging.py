@@ -127,7 +127,9 @@ def _take_staged(session: Session, _context: object, _instances: object) -> None
     if session.new or session.dirty or session.deleted:
         # Written after this flush's domain writes: an event's id is then taken after the
         # write that locks its aggregate, which is what keeps per-key commit order.
-        session.info[_AFTER_FLUSH] = staged.rows
+        # Appended, not assigned: rows of an earlier flush whose after_flush never came (a
+        # flush that needed no SQL returns early) are written with these, not overwritten.
+        session.info.setdefault(_AFTER_FLUSH, []).extend(staged.rows)
     else:
         write(session.connection(), staged.rows)
 
