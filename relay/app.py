@@ -29,7 +29,7 @@ from relay.pgstore import PgLeaseStore, PgStore, application_name
 from relay.ports import Backlog
 from relay.purger import run_purger, run_vacuum
 from relay.retry import Backoff, RetryPolicies
-from relay.settings import RelaySettings
+from relay.settings import RelaySettings, with_relay_defaults
 from relay.stats import RelayStats
 from relay.streams import check_configured, risky_settings, unroutable
 from relay.worker import LoopConfig, Relay
@@ -56,7 +56,7 @@ class RelayApp:
         checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         self.settings = settings
-        self.nats_config = nats_config
+        self.nats_config = nats_config = with_relay_defaults(nats_config)
         self.streams = tuple(streams)
         self.policies = RetryPolicies.from_bounds(
             settings.retry_backoff_seconds, settings.retry_backoff_max_seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 
 import nats
@@ -28,6 +29,8 @@ from relay.pubacks import PubAcks, Reply
 
 logger = logging.getLogger("relay.nats")
 _TRACEPARENT = Header.TRACEPARENT.value
+#: nats-py's text (lower-cased) for a refused SUB; the subject follows.
+_DENIED_INBOX = 'nats: permissions violation for subscription to "'
 
 
 class NatsPublisher:
@@ -57,6 +60,7 @@ class NatsPublisher:
         self._acks = PubAcks()
         self.connected = asyncio.Event()
         self._closing = False  # a stop we asked for: its disconnect is no news
+        self._inbox_denied = False  # the server refused our subscription to our own replies
 
     # --- connection ----------------------------------------------------------------------
 
@@ -75,11 +79,25 @@ class NatsPublisher:
         except NATSConnectionError as exc:
             raise PublishError(str(exc)) from exc
         acks = PubAcks()
+        self._inbox_denied = False
         try:
             await acks.start(nc)
+            # A refused SUB is answered by an -ERR that reaches _on_error before the PONG of a
+            # PING sent after it. nats-py writes a PING at once but a SUB from its pending
+            # buffer, so the first PING can overtake the SUB: the second one cannot.
+            for _ in range(2):
+                await nc.flush(math.ceil(self.config.connect_timeout_seconds))
         except (TimeoutError, nats.errors.Error) as exc:
             await nc.close()
             raise PublishError(f"cannot subscribe for PubAcks: {exc}") from exc
+        if self._inbox_denied:
+            await nc.close()
+            raise PublishError(
+                f"the NATS user may not subscribe to {self.config.inbox_prefix}.> where its "
+                "replies (PubAcks, JetStream API answers) come back: set NATS_INBOX_PREFIX to the "
+                "reply prefix its permissions allow (deploy/nats/relay-permissions.conf allows "
+                "_INBOX_relay, the relay's default)"
+            )
         self._nc, self._acks = nc, acks
         self._js = nc.jetstream()
         self.connected.set()
@@ -110,6 +128,8 @@ class NatsPublisher:
         # violation for a publish in flight becomes that event's verdict (and its log entry).
         if self._acks.on_error(exc):
             return
+        if str(exc).lower().startswith(_DENIED_INBOX + self.config.inbox_prefix.lower() + "."):
+            self._inbox_denied = True
         log_event(
             logger, "relay.nats.error", level=logging.WARNING, error=f"{type(exc).__name__}: {exc}"
         )

@@ -215,9 +215,15 @@ def load_database() -> DatabaseSettings:
 
 def load_nats() -> NATSConfig:
     """The ``NATS_*`` settings, with :data:`RELAY_NATS_DEFAULTS` for those not set."""
-    config = _build(NATSConfig, nats_env_name)
+    return with_relay_defaults(_build(NATSConfig, nats_env_name))
+
+
+def with_relay_defaults(config: NATSConfig) -> NATSConfig:
+    """``config`` with :data:`RELAY_NATS_DEFAULTS` for the fields it was not given (by its
+    caller or a ``NATS_*`` variable): a relay built in code gets the relay's private reply
+    prefix, as one started by the CLI does."""
     unset = {k: v for k, v in RELAY_NATS_DEFAULTS.items() if k not in config.model_fields_set}
-    return _build(NATSConfig, nats_env_name, **unset) if unset else config
+    return config.model_copy(update=unset) if unset else config
 
 
 def probe_address() -> tuple[str, int]:

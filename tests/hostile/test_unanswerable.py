@@ -23,6 +23,8 @@ from devtools.servers import EmbeddedNats, server_dir
 from outbox_client.nats_config import NATSConfig
 from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
 from relay.app import RelayApp
+from relay.errors import PublishError
+from relay.natspublisher import NatsPublisher
 from relay.settings import RelaySettings
 from tests.hostile.rows import RawRow, good, insert_raw, wait_quarantined
 from tests.relayrun import (
@@ -114,12 +116,6 @@ async def _relay_through(
     return reasons, arrived, took
 
 
-@pytest.mark.xfail(
-    reason="known defect, found at the end of the session: with the relay's private inbox prefix "
-    "and the contract check both landed, good events behind unanswerable rows stay unpublished; "
-    "see the issue note",
-    strict=False,
-)
 async def test_a_batch_of_unpublishable_rows_is_quarantined_not_taken_for_an_outage(
     database_url: str, locked_nats: LockedNats
 ) -> None:
@@ -135,12 +131,6 @@ async def test_a_batch_of_unpublishable_rows_is_quarantined_not_taken_for_an_out
     assert all("no configured stream captures" in reason for reason in reasons.values())
 
 
-@pytest.mark.xfail(
-    reason="known defect, found at the end of the session: with the relay's private inbox prefix "
-    "and the contract check both landed, good events behind unanswerable rows stay unpublished; "
-    "see the issue note",
-    strict=False,
-)
 async def test_a_permission_violation_is_quarantined_with_its_reason(
     database_url: str, locked_nats: LockedNats
 ) -> None:
@@ -157,6 +147,39 @@ async def test_a_permission_violation_is_quarantined_with_its_reason(
     assert all("permissions violation" in reason for reason in reasons.values()), reasons
     # Settled by the server's answer, not by waiting out the PubAck timeout and backing off.
     assert took < 30, took
+
+
+def test_a_relay_built_in_code_gets_the_relays_private_reply_prefix() -> None:
+    """The locked fixtures above pass a NATSConfig without a prefix, as an embedding program
+    would: the relay's own default applies, not the generic ``_INBOX`` its user may not read
+    (which left every PubAck unread: 0 good events out, the relay retrying for ever)."""
+    config = NATSConfig(servers=["nats://127.0.0.1:1"])
+    app = RelayApp(RelaySettings(database_url="postgresql://x@127.0.0.1/x"), config)
+    assert app.nats_config.inbox_prefix == "_INBOX_relay"
+    chosen = NATSConfig(servers=["nats://127.0.0.1:1"], inbox_prefix="_INBOX_mine")
+    assert (
+        RelayApp(
+            RelaySettings(database_url="postgresql://x@127.0.0.1/x"), chosen
+        ).nats_config.inbox_prefix
+        == "_INBOX_mine"
+    )
+
+
+async def test_a_reply_prefix_the_nats_user_may_not_read_is_named_at_connect(
+    locked_nats: LockedNats,
+) -> None:
+    """A prefix outside the user's subscribe permissions is a one-line cause naming
+    NATS_INBOX_PREFIX, not PubAck timeouts and stream checks failing for ever."""
+    config = locked_nats.relay.model_copy(update={"inbox_prefix": "_INBOX"})
+    publisher = NatsPublisher(config, streams=DEFAULT_STREAMS, max_in_flight=8, publish_timeout=2)
+    with pytest.raises(PublishError, match="may not subscribe to _INBOX.> .*NATS_INBOX_PREFIX"):
+        await publisher.connect()
+    allowed = NatsPublisher(
+        locked_nats.relay.model_copy(update={"inbox_prefix": "_INBOX_relay"}),
+        streams=DEFAULT_STREAMS, max_in_flight=8, publish_timeout=2,
+    )  # fmt: skip
+    await allowed.connect()
+    await allowed.close()
 
 
 async def test_an_answer_that_is_not_a_puback_is_quarantined(
