@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from relay.aio import first_of
+from relay.batchlog import BatchReport
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import PublishError, StoreError
 from relay.log import log_event
@@ -91,6 +92,9 @@ class Outcome:
     unpublished_keys: set[str] = field(default_factory=set)
     #: Failures for want of an answer from NATS (not a JetStream refusal of one event).
     unanswered: int = 0
+    #: Events that failed for the first time (a warning), and retries that failed again.
+    first_failures: BatchReport = field(default_factory=BatchReport)
+    failed_again: BatchReport = field(default_factory=BatchReport)
 
     def empty(self) -> bool:
         return not (self.sent or self.failures or self.quarantined)
@@ -304,6 +308,9 @@ class Relay:
                     # The key waits; a quarantined event is settled and does not hold it.
                     failed_keys.add(row.partition_key)
         outcome.unpublished_keys = failed_keys | (blocked & {r.partition_key for r in rows})
+        # Loud at an event's first failure, one line per batch; quiet while it is retried.
+        outcome.first_failures.log(logger, "relay.events.delivery_failed", logging.WARNING)
+        outcome.failed_again.log(logger, "relay.events.retry_failed", logging.DEBUG)
         self._wake(outcome.sent)
         self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
         log_event(
@@ -352,6 +359,8 @@ class Relay:
             )  # fmt: skip
             return False
         outcome.failures.append((row.id, failure.reason))
+        report = outcome.first_failures if row.attempts == 0 else outcome.failed_again
+        report.add(row, failure.reason)
         outcome.unanswered += verdict is Verdict.TRANSIENT
         self.stats.record_retry(failure.reason)
         retry_at = self.clock() + self.policies.event_publish.delay(attempts)

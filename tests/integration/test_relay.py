@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 
@@ -311,6 +312,47 @@ async def test_a_stream_deleted_under_a_running_relay_is_given_up_on_after_retri
     assert [(r["subject"], "gave up after 3 attempts" in r["last_error"]) for r in rows] == [
         ("notes.created", True)
     ], rows
+
+
+async def test_an_event_no_stream_takes_is_a_warning_at_its_first_failure_not_at_the_end(
+    database_url: str, nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15 item 8: with the default settings such an event was retried for ~87 s before
+    the first word in the log (its quarantine). Now its first failure is a warning naming it
+    and the reason; 200 of them in a batch are one line; their retries add no warnings."""
+    caplog.set_level(logging.DEBUG, logger="relay.worker")
+    await apply_default_streams(nats_url)
+    notes = [NoteCreatedEvent(note_id=f"n{i}", author_id=f"a{i}", title="t") for i in range(200)]
+    async with engine(database_url) as eng, running_relay(database_url, nats_url):
+        await produce(eng, [update("G0")])
+        assert await wait_for_messages(nats_url, 1) == 1  # the relay is past its start-up check
+        async with jetstream(nats_url) as js:
+            await js.delete_stream("NOTES_EVENTS")
+        await produce(eng, notes)
+        started = time.monotonic()
+        while not _warnings(caplog) and time.monotonic() - started < 30:
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - started
+        first = _warnings(caplog)
+        attempts = await pg_rows(database_url, "SELECT attempts, quarantined_at FROM outbox_events")
+        # Then let every one of them fail again at least once.
+        retried = "SELECT count(*) AS n FROM outbox_events WHERE attempts >= 2"
+        while (await pg_rows(database_url, retried))[0]["n"] < 200:
+            assert time.monotonic() - started < 60, "no retry within 60 s"
+            await asyncio.sleep(0.1)
+    assert took < 10, took
+    assert [r.getMessage() for r in first] == ["relay.events.delivery_failed"]
+    fields = vars(first[0])["event_fields"]
+    assert fields["count"] == 200
+    assert "no stream captures the subject" in fields["reasons"]
+    assert str(notes[0].event_id) in fields["events"] and "notes.created" in fields["events"]
+    assert all(r["quarantined_at"] is None for r in attempts)  # at the first failure, not the end
+    assert min(r["attempts"] for r in attempts if r["attempts"]) <= 2
+    assert _warnings(caplog) == first, [r.getMessage() for r in _warnings(caplog)]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "relay.worker"]
 
 
 async def test_streams_apply_is_idempotent_and_reports_changes(nats_url: str) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -330,3 +331,40 @@ async def test_a_prefetched_batch_never_overtakes_a_key_whose_retry_is_due() -> 
     assert sorted(r.id for r in pub.stream) == [r.id for r in rows]
     a_order = pub.keys_in_order()["a"]
     assert a_order == sorted(a_order), f"key a published out of order: {a_order}"
+
+
+def _logged(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, object]]:
+    return [vars(r)["event_fields"] for r in caplog.records if r.getMessage() == event]
+
+
+async def test_an_undeliverable_event_is_a_warning_at_its_first_failure_one_line_a_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 15 item 8: a row no stream takes was silent until it was quarantined, after
+    no_stream_max_attempts retries (~87 s with the default backoff). Now its first failure is
+    a warning with its reason; 30 such rows are one line, and their retries stay at debug."""
+    caplog.set_level(logging.DEBUG, logger="relay.worker")
+    store, pub = MemoryStore(), FakePublisher()
+    lost = [store.add(f"k{i}", subject="gone.note") for i in range(30)]
+    ok = store.add("ok")
+    reason = "no stream captures the subject (or no responders)"
+    pub.verdict = lambda r: Failure(Verdict.NO_STREAM, reason) if r.subject == "gone.note" else None
+    r = relay(store, pub, batch=50, no_stream_max_attempts=20)
+    await r.step()
+    await r.finish()
+    assert [x.id for x in pub.stream] == [ok.id]
+    warned = [x for x in caplog.records if x.levelno >= logging.WARNING]
+    assert [x.getMessage() for x in warned] == ["relay.events.delivery_failed"]
+    fields = _logged(caplog, "relay.events.delivery_failed")[0]
+    assert fields["count"] == 30
+    assert reason in str(fields["reasons"]) and "(x30)" in str(fields["reasons"])
+    named = str(fields["events"])
+    assert str(lost[0].event_id) in named and "gone.note" in named
+    assert sum(str(row.event_id) in named for row in lost) == 5  # a few, not thirty
+    assert all(store.rows[x.id].last_error == reason for x in lost)  # each row has its reason
+    # Retries: failing again is no news.
+    caplog.clear()
+    await drain(r, rounds=3)
+    assert all(store.rows[x.id].attempts >= 2 for x in lost)
+    assert not [x for x in caplog.records if x.levelno >= logging.WARNING]
+    assert _logged(caplog, "relay.events.retry_failed")
