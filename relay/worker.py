@@ -95,6 +95,8 @@ class Outcome:
     #: Events that failed for the first time (a warning), and retries that failed again.
     first_failures: BatchReport = field(default_factory=BatchReport)
     failed_again: BatchReport = field(default_factory=BatchReport)
+    #: Events quarantined: one warning per batch (1,000 hostile rows are not 1,000 lines).
+    poison: BatchReport = field(default_factory=BatchReport)
 
     def empty(self) -> bool:
         return not (self.sent or self.failures or self.quarantined)
@@ -311,6 +313,7 @@ class Relay:
         # Loud at an event's first failure, one line per batch; quiet while it is retried.
         outcome.first_failures.log(logger, "relay.events.delivery_failed", logging.WARNING)
         outcome.failed_again.log(logger, "relay.events.retry_failed", logging.DEBUG)
+        outcome.poison.log(logger, "relay.events.quarantined", logging.WARNING)
         self._wake(outcome.sent)
         self.stats.record_batch(len(rows), len(outcome.sent), time.perf_counter() - started)
         log_event(
@@ -353,8 +356,9 @@ class Relay:
             self._retrying.pop(row.partition_key, None)
             outcome.quarantined.append((row.id, failure.reason))
             self.stats.record_quarantine(failure.reason)
+            outcome.poison.add(row, failure.reason)
             log_event(
-                logger, "relay.event.quarantined", level=logging.WARNING,
+                logger, "relay.event.quarantined", level=logging.DEBUG,
                 event_id=str(row.event_id), subject=row.subject[:200], reason=failure.reason,
             )  # fmt: skip
             return False

@@ -5,6 +5,7 @@ string) killed the publishing loop while the process stayed up and answered heal
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -66,6 +67,34 @@ async def test_malformed_rows_are_quarantined_and_the_rest_flows(
         assert row_id in reasons, f"headers {headers[:40]} were not quarantined"
         assert "invalid headers" in reasons[row_id], reasons[row_id]
         assert MALFORMED[headers] in reasons[row_id], (headers[:40], reasons[row_id])
+
+
+async def test_a_thousand_hostile_rows_are_a_few_warnings_and_each_keeps_its_reason(
+    database_url: str, nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning per quarantined row flooded the log: 1,000 hostile rows were 1,000 lines.
+    Now one line per batch (count, a few ids, the reasons); each row's reason is in the table."""
+    caplog.set_level(logging.INFO, logger="relay.worker")
+    await apply_default_streams(nats_url)
+    kinds = list(MALFORMED.items())[:10]
+    rows = [RawRow(SUBJECT, kinds[i % 10][0], key=f"H{i}") for i in range(1000)]
+    async with (
+        engine(database_url) as eng,
+        running_relay(database_url, nats_url, retry_backoff_seconds=0.05),
+    ):
+        ids = await insert_raw(database_url, rows)
+        await produce(eng, [good("after")])
+        reasons = await wait_quarantined(database_url, ids, timeout=60)
+        assert await wait_for_messages(nats_url, 1) == 1
+    assert len(reasons) == 1000
+    for i, row_id in enumerate(ids):
+        assert kinds[i % 10][1] in reasons[row_id], (kinds[i % 10][0], reasons[row_id])
+    warned = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "relay.worker"
+    ]
+    assert {r.getMessage() for r in warned} == {"relay.events.quarantined"}
+    assert len(warned) <= 3, len(warned)  # one a batch: 1,000 rows are one or two batches
+    assert sum(vars(r)["event_fields"]["count"] for r in warned) == 1000
 
 
 @pytest.mark.parametrize("vacuum_every_rows", [20_000, 0])

@@ -368,3 +368,34 @@ async def test_an_undeliverable_event_is_a_warning_at_its_first_failure_one_line
     assert all(store.rows[x.id].attempts >= 2 for x in lost)
     assert not [x for x in caplog.records if x.levelno >= logging.WARNING]
     assert _logged(caplog, "relay.events.retry_failed")
+
+
+async def test_a_thousand_quarantined_rows_are_one_warning_each_with_its_own_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 10: one warning per quarantined row flooded the log when 1,000 hostile rows came
+    in one batch. Now: one line per batch (count, 5 event ids, reasons with counts); every row
+    keeps its own reason in the table."""
+    caplog.set_level(logging.INFO, logger="relay.worker")
+    store, pub = MemoryStore(), FakePublisher()
+    bad = [store.add(f"b{i}", subject=f"bad subject {i % 3}") for i in range(1000)]
+    pub.verdict = lambda r: (
+        Failure(Verdict.POISON, f"invalid subject: {r.subject[-1]}") if " " in r.subject else None
+    )
+    r = relay(store, pub, batch=1000)
+    await r.step()
+    await r.finish()
+    assert [x.getMessage() for x in caplog.records if x.levelno >= logging.WARNING] == [
+        "relay.events.quarantined"
+    ]
+    fields = _logged(caplog, "relay.events.quarantined")[0]
+    assert fields["count"] == 1000
+    reasons = str(fields["reasons"])
+    assert all(f"invalid subject: {n} (x33" in reasons for n in range(3)), reasons
+    assert sum(str(row.event_id) in str(fields["events"]) for row in bad) == 5
+    assert {store.rows[b.id].quarantined for b in bad} == {
+        f"invalid subject: {n}" for n in range(3)
+    }
+    assert all(
+        store.rows[b.id].quarantined == f"invalid subject: {i % 3}" for i, b in enumerate(bad)
+    )
