@@ -31,7 +31,7 @@ from examples.notes_service import NotesService, create_schema, notebooks
 from outbox_client import NATSConfig, enqueue_many
 from outbox_client.streams import DEFAULT_STREAMS
 from relay import schema
-from relay.streams import apply_streams
+from relay.natsstreams import apply_streams
 
 NOTES_DB = "bench_notes"
 

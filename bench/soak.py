@@ -125,7 +125,7 @@ async def main() -> int:
             samples.append(await sample(url, relays, started, len(workload.committed)))
             for relay in relays:
                 relay.stop()
-        verdict = check(workload, stream)
+        delivery = check(workload, stream)
     finally:
         ns.stop()
         pg.stop()
@@ -136,8 +136,8 @@ async def main() -> int:
         "nats": "3-node cluster, R3 streams" if CLUSTER else "single server",
         "stream_leader_kills": leader_kills,
         "verdict": {
-            "lost": verdict.lost, "stream_duplicates": verdict.stream_duplicates,
-            "phantoms": verdict.phantoms, "order_violations": verdict.order_violations,
+            "lost": delivery.lost, "stream_duplicates": delivery.stream_duplicates,
+            "phantoms": delivery.phantoms, "order_violations": delivery.order_violations,
         },
         "relay_rss_mib_max": max(s["relay_rss_mib"] for s in samples),
         "relay_rss_mib_second_half_max": max(s["relay_rss_mib"] for s in half),
@@ -150,7 +150,12 @@ async def main() -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
     print(f"wrote {out}")
-    counts = (verdict.lost, verdict.stream_duplicates, verdict.phantoms, verdict.order_violations)
+    counts = (
+        delivery.lost,
+        delivery.stream_duplicates,
+        delivery.phantoms,
+        delivery.order_violations,
+    )
     clean = not any(counts)
     return 0 if clean else 1
 

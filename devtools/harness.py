@@ -98,7 +98,9 @@ class Workload:
 
 
 @dataclass
-class Verdict:
+class DeliveryReport:
+    """What reached the stream, checked against what was committed (:func:`check`)."""
+
     lost: int
     stream_duplicates: int
     phantoms: int
@@ -114,7 +116,7 @@ class Verdict:
         )
 
 
-def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdict:
+def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> DeliveryReport:
     """``stream``: (event id, key, sequence) in stream order."""
     ids = [s[0] for s in stream]
     seen = set(ids)
@@ -134,7 +136,7 @@ def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Verdi
             violations += 1
             examples.append(f"{key}: {seq} after {last.get(key, 0)}")
         last[key] = max(seq, last.get(key, 0))
-    return Verdict(lost, duplicates, phantoms, violations, len(seen & committed), examples)
+    return DeliveryReport(lost, duplicates, phantoms, violations, len(seen & committed), examples)
 
 
 async def _unsent(engine: AsyncEngine) -> int:
@@ -148,9 +150,9 @@ async def _unsent(engine: AsyncEngine) -> int:
         return int(result.scalar_one())
 
 
-def assert_clean(verdict: Verdict, relays: list[FaultRelay]) -> None:
+def assert_clean(report: DeliveryReport, relays: list[FaultRelay]) -> None:
     """0 lost, 0 stream duplicates, 0 phantoms, 0 order violations; else the relays' logs."""
-    v = verdict
+    v = report
     logs = "\n---\n".join(r.tail() for r in relays)
     assert (v.lost, v.stream_duplicates, v.phantoms, v.order_violations) == (0, 0, 0, 0), (
         f"{v}\n{logs}"
@@ -252,7 +254,7 @@ async def under_load(
     nats_url: str,
     relays: list[FaultRelay],
     faults: Callable[[], Awaitable[None]],
-) -> Verdict:
+) -> DeliveryReport:
     """The frame of most fault scenarios: start the relays, produce while ``faults`` runs,
     stop producing, wait for the stream to hold every committed event, stop the relays
     (off the loop: a proxy may run on it) and count. Asserts nothing."""

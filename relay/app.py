@@ -25,13 +25,13 @@ from relay.listener import PgListener
 from relay.log import log_event
 from relay.metrics import RelayMetrics
 from relay.natspublisher import NatsPublisher
+from relay.natsstreams import check_configured, risky_settings, unroutable
 from relay.pgstore import PgLeaseStore, PgStore, application_name
 from relay.ports import Backlog
 from relay.purger import run_purger, run_vacuum
 from relay.retry import Backoff, RetryPolicies
 from relay.settings import RelaySettings, with_relay_defaults
 from relay.stats import RelayStats
-from relay.streams import check_configured, risky_settings, unroutable
 from relay.worker import LoopConfig, Relay
 
 logger = logging.getLogger("relay.app")

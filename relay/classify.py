@@ -16,7 +16,7 @@ import asyncio
 
 import nats.errors
 
-from relay.ports import Ack, Failure, PublishResult, Verdict
+from relay.ports import Failure, PublishResult, Stored, Verdict
 from relay.pubacks import ApiError, NoReply, NoResponders, NotAPubAck, PermissionDenied, Reply
 
 #: JetStream error codes (nats-server ``server/errors.json``) a re-send of the same message can
@@ -57,10 +57,10 @@ TIMEOUT = Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
 
 
 def judge(reply: Reply) -> PublishResult:
-    """What a typed answer means: the :class:`Ack` itself, or a verdict with a short,
+    """What a typed answer means: the :class:`Stored` itself, or a verdict with a short,
     payload-free reason."""
     match reply:
-        case Ack():
+        case Stored():
             return reply
         case NoReply():
             return TIMEOUT

@@ -25,9 +25,9 @@ from relay.app import RelayApp
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import ConfigError, PublishError, RelayError, StoreError, cause
 from relay.natspublisher import NatsPublisher
+from relay.natsstreams import apply_streams, check_configured
 from relay.pgstore import DRIVER_ERRORS, PgStore
 from relay.settings import load, load_common, load_database, load_nats, probe_address
-from relay.streams import apply_streams, check_configured
 
 
 def _streams() -> tuple[StreamConfig, ...]:

@@ -172,8 +172,8 @@ class PgStore:
             "execute",
             "mark_sent",
             [s.row_id for s in sent],
-            [s.ack.stream for s in sent],
-            [s.ack.seq for s in sent],
+            [s.stored.stream for s in sent],
+            [s.stored.seq for s in sent],
             self.owner,
         )
         return int(status.split()[-1])

@@ -30,8 +30,10 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Ack:
-    """JetStream stored the message (or already had it: ``duplicate``)."""
+class Stored:
+    """A publish's PubAck: JetStream stored the message in ``stream`` at ``seq`` (or already
+    had it: ``duplicate``). The producer library's direct publishes answer with
+    :class:`outbox_client.PublishAck` instead."""
 
     stream: str
     seq: int
@@ -53,13 +55,13 @@ class Failure:
     reason: str
 
 
-PublishResult = Ack | Failure
+PublishResult = Stored | Failure
 
 
 @dataclass(frozen=True, slots=True)
 class Sent:
     row_id: int
-    ack: Ack
+    stored: Stored
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from relay.ports import Ack
+from relay.ports import Stored
 
 _STATUS = "Status"
 _NO_RESPONDERS = "503"
@@ -64,7 +64,7 @@ class NoReply:
     """Nothing came back in time (NATS down, slow, cut off)."""
 
 
-Reply = Ack | ApiError | NoResponders | NotAPubAck | PermissionDenied | NoReply
+Reply = Stored | ApiError | NoResponders | NotAPubAck | PermissionDenied | NoReply
 
 
 class PubAcks:
@@ -147,7 +147,7 @@ def read_reply(msg: Msg) -> Reply:
     if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool):
         return NotAPubAck(status[:20], len(msg.data))
     # A first publish has no "duplicate" field; a re-publish dropped as a duplicate has true.
-    return Ack(stream=stream, seq=seq, duplicate=bool(body.get("duplicate")))
+    return Stored(stream=stream, seq=seq, duplicate=bool(body.get("duplicate")))
 
 
 def _int(value: object) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from outbox_client.events.registry import registered_events
 from outbox_client.headers import Header
 from relay.log import log_event
-from relay.ports import Ack, OutboxRow
+from relay.ports import OutboxRow, Stored
 
 logger = logging.getLogger("relay.stats")
 _TYPE = Header.EVENT_TYPE.value
@@ -42,7 +42,7 @@ class RelayStats:
     _catalog: frozenset[str] = field(default_factory=lambda: frozenset(registered_events()))
     _other_labels: set[str] = field(default_factory=set)
 
-    def record_ack(self, row: OutboxRow, ack: Ack) -> None:
+    def record_ack(self, row: OutboxRow, ack: Stored) -> None:
         """A PubAck. One saying "duplicate" is not a publish: JetStream kept the message it
         already had under this event id and dropped this one."""
         if ack.duplicate:

@@ -28,13 +28,13 @@ from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import PublishError, StoreError
 from relay.log import log_event
 from relay.ports import (
-    Ack,
     Failure,
     OutboxRow,
     Publisher,
     PublishResult,
     Sent,
     Store,
+    Stored,
     Validator,
     Verdict,
 )
@@ -298,7 +298,7 @@ class Relay:
                 continue
             results = await self._send(todo)
             for row, result in zip(todo, results, strict=True):
-                if isinstance(result, Ack):
+                if isinstance(result, Stored):
                     self._retrying.pop(row.partition_key, None)
                     outcome.sent.append(Sent(row.id, result))
                     self.stats.record_ack(row, result)
@@ -376,7 +376,7 @@ class Relay:
         """Streams that acknowledged again are back: their waiting keys are due now."""
         if not sent or not self._retrying:
             return
-        acked = {s.ack.stream for s in sent}
+        acked = {s.stored.stream for s in sent}
         now = self.clock()
         for retry in self._retrying.values():
             if retry.stream in acked and retry.at > now:

@@ -9,7 +9,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 
-from relay.ports import Ack, Failure, OutboxRow, PublishResult
+from relay.ports import Failure, OutboxRow, PublishResult, Stored
 from tests.memstore import MemoryStore
 
 __all__ = ["FakePublisher", "MemoryStore"]
@@ -40,7 +40,7 @@ class FakePublisher:
             if not duplicate:
                 self._seen.add(row.event_id)
                 self.stream.append(row)
-            results.append(Ack("ACADEMIC_EVENTS", len(self.stream), duplicate))
+            results.append(Stored("ACADEMIC_EVENTS", len(self.stream), duplicate))
         return results
 
     async def stream_of(self, subject: str) -> str | None:

@@ -18,8 +18,8 @@ from outbox_client.dburl import asyncpg_sqlalchemy_url
 from outbox_client.nats_config import NATSConfig
 from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
 from relay.app import RelayApp
+from relay.natsstreams import apply_streams
 from relay.settings import RelaySettings
-from relay.streams import apply_streams
 
 
 @contextlib.asynccontextmanager

@@ -30,8 +30,8 @@ from relay import schema
 from relay.aio import sleep_until_stopped
 from relay.app import RelayApp
 from relay.log import setup_logging
+from relay.natsstreams import apply_streams
 from relay.settings import RelaySettings
-from relay.streams import apply_streams
 
 
 def _say(text: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from outbox_client.table import PARTITIONS, partition_of
 from relay.pgstore import PgLeaseStore, PgStore
-from relay.ports import Ack, Backlog, Sent
+from relay.ports import Backlog, Sent, Stored
 from tests.contract.drivers import Driver, MemoryDriver, PgDriver, RowState
 
 TTL = 30.0
@@ -30,7 +30,7 @@ def keys_in(partition: int, n: int) -> list[str]:
 
 
 def acked(*row_ids: int, stream: str = "ACADEMIC_EVENTS") -> list[Sent]:
-    return [Sent(row_id, Ack(stream, 100 + row_id, False)) for row_id in row_ids]
+    return [Sent(row_id, Stored(stream, 100 + row_id, False)) for row_id in row_ids]
 
 
 @pytest.fixture(
@@ -221,7 +221,7 @@ async def test_mark_sent_records_the_puback_and_clears_the_last_error(driver: Dr
     row, other = [await driver.insert(k) for k in keys_in(P, 2)]
     await store.record_failures([(row, "timeout waiting for PubAck")])
 
-    assert await store.mark_sent([Sent(row, Ack("ACADEMIC_EVENTS", 42, False))]) == 1
+    assert await store.mark_sent([Sent(row, Stored("ACADEMIC_EVENTS", 42, False))]) == 1
     assert await driver.row(row) == RowState(True, "ACADEMIC_EVENTS", 42, 2, None, False)
     assert await driver.row(other) == UNTOUCHED
 

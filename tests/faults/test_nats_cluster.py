@@ -47,8 +47,8 @@ async def test_cluster_stream_leader_killed_then_paused_under_load(database_url:
 
         async with engine(database_url) as eng:
             workload = Workload(eng)
-            verdict = await under_load(workload, cluster.url, [relay], faults)
-        assert_clean(verdict, [relay])
+            report = await under_load(workload, cluster.url, [relay], faults)
+        assert_clean(report, [relay])
         assert relay.exits == [0], relay.tail()
         assert leaders[0] != leaders[1], f"no election after the leader was killed: {leaders}"
         assert leaders[2] != leaders[1] or leaders[1] == leaders[0], leaders

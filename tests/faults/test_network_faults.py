@@ -42,8 +42,8 @@ async def test_network_between_relay_and_nats_delays_blackholes_and_resets(
 
     try:
         async with engine(database_url) as eng:
-            verdict = await under_load(Workload(eng), nats_url, [relay], faults)
-        assert_clean(verdict, [relay])
+            report = await under_load(Workload(eng), nats_url, [relay], faults)
+        assert_clean(report, [relay])
         assert relay.exits == [0]
     finally:
         await proxy.stop()
@@ -80,8 +80,8 @@ async def test_network_between_relay_and_postgres_delays_blackholes_and_resets(
 
     try:
         async with engine(database_url) as eng:
-            verdict = await under_load(Workload(eng), nats_url, [relay], faults)
-        assert_clean(verdict, [relay])
+            report = await under_load(Workload(eng), nats_url, [relay], faults)
+        assert_clean(report, [relay])
         assert relay.exits == [0], relay.tail()
         log = relay.log.read_text()
         assert "relay.leases.leave_failed" not in log, "partitions were not handed over at stop"

@@ -95,7 +95,7 @@ async def test_poison_and_a_full_stream_amid_a_healthy_flow(
     try:
         async with engine(database_url) as eng:
             workload = Workload(eng)
-            verdict = await under_load(workload, nats_url, [relay], faults)
+            report = await under_load(workload, nats_url, [relay], faults)
             async with eng.connect() as conn:
                 result = await conn.execute(
                     text(
@@ -107,7 +107,7 @@ async def test_poison_and_a_full_stream_amid_a_healthy_flow(
         notes_stored = (await js.stream_info("NOTES_EVENTS")).state.messages
     finally:
         await nc.close()
-    assert_clean(verdict, [relay])
+    assert_clean(report, [relay])
     assert seen["academic_while_full"] == 300, seen
     assert seen["notes_stored"] >= seen["notes_due"] > 50, f"the notes flow stalled: {seen}"
     assert notes_stored == len(notes)

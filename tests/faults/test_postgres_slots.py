@@ -84,11 +84,11 @@ async def test_connection_slots_exhausted_at_start_and_under_load(
 
         async with engine(database_url) as eng:
             workload = Workload(eng, producers=3)
-            verdict = await under_load(workload, nats_url, [relay], faults)
+            report = await under_load(workload, nats_url, [relay], faults)
     finally:
         await hog.release()
         await asyncio.to_thread(relay.stop)
-    assert_clean(verdict, [relay])
+    assert_clean(report, [relay])
     assert relay.exits == [0], relay.tail()
     log = relay.log.read_text()
     assert "relay.postgres.unavailable" in log

@@ -59,9 +59,9 @@ async def test_relay_killed_at_random_moments_under_load(database_url: str, nats
 
     async with engine(database_url) as eng:
         workload = Workload(eng)
-        verdict = await under_load(workload, nats_url, [relay], faults)
+        report = await under_load(workload, nats_url, [relay], faults)
     assert len(workload.committed) > 500 and workload.rolled_back
-    assert_clean(verdict, [relay])
+    assert_clean(report, [relay])
 
 
 async def test_three_relays_one_killed_every_few_seconds(database_url: str, nats_url: str) -> None:
@@ -91,8 +91,8 @@ async def test_three_relays_one_killed_every_few_seconds(database_url: str, nats
             await conn.close()
 
     async with engine(database_url) as eng:
-        verdict = await under_load(Workload(eng, producers=8), nats_url, relays, faults)
-    assert_clean(verdict, relays)
+        report = await under_load(Workload(eng, producers=8), nats_url, relays, faults)
+    assert_clean(report, relays)
     assert len(owners) >= 2, f"partitions were not shared: {owners}"
 
 
@@ -112,8 +112,8 @@ async def test_paused_relay_wakes_without_publishing_out_of_order(
         await asyncio.sleep(2.0)
 
     async with engine(database_url) as eng:
-        verdict = await under_load(Workload(eng), nats_url, [zombie, healthy], faults)
-    assert_clean(verdict, [zombie, healthy])
+        report = await under_load(Workload(eng), nats_url, [zombie, healthy], faults)
+    assert_clean(report, [zombie, healthy])
 
 
 async def test_nats_killed_and_restarted_under_load(database_url: str) -> None:
@@ -136,8 +136,8 @@ async def test_nats_killed_and_restarted_under_load(database_url: str) -> None:
             server.resume()
 
         async with engine(database_url) as eng:
-            verdict = await under_load(Workload(eng), server.url, [relay], faults)
-        assert_clean(verdict, [relay])
+            report = await under_load(Workload(eng), server.url, [relay], faults)
+        assert_clean(report, [relay])
         assert relay.exits == [0]
     finally:
         server.stop()
@@ -159,8 +159,8 @@ async def test_postgres_killed_and_restarted_under_load(
         await asyncio.sleep(2.0)
 
     async with engine(database_url) as eng:
-        verdict = await under_load(Workload(eng), nats_url, [relay], faults)
-    assert_clean(verdict, [relay])
+        report = await under_load(Workload(eng), nats_url, [relay], faults)
+    assert_clean(report, [relay])
     assert relay.exits == [0]
 
 
@@ -190,8 +190,8 @@ async def test_listen_connection_terminated_repeatedly(database_url: str, nats_u
 
     async with engine(database_url) as eng:
         workload = Workload(eng, producers=3, rollback_share=0.0)
-        verdict = await under_load(workload, nats_url, [relay], faults)
-    assert_clean(verdict, [relay])
+        report = await under_load(workload, nats_url, [relay], faults)
+    assert_clean(report, [relay])
     assert terminated == 8, "the relay did not reconnect its LISTEN connection every time"
 
 
@@ -232,9 +232,9 @@ async def test_relay_down_past_the_duplicate_window_duplicates_reach_the_stream_
             stream = await wait_drained(nats_url, workload)
         finally:
             relay.stop()
-        verdict = check(workload, stream)
-        assert verdict.lost == 0 and verdict.order_violations == 0 and verdict.phantoms == 0
-        assert verdict.stream_duplicates > 0, "the scenario did not produce a late re-publish"
+        report = check(workload, stream)
+        assert report.lost == 0 and report.order_violations == 0 and report.phantoms == 0
+        assert report.stream_duplicates > 0, "the scenario did not produce a late re-publish"
 
         inbox = Inbox(eng, consumer="fault-notes")
         applied = 0

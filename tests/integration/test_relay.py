@@ -356,7 +356,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 async def test_streams_apply_is_idempotent_and_reports_changes(nats_url: str) -> None:
-    from relay.streams import apply_streams
+    from relay.natsstreams import apply_streams
 
     async with jetstream(nats_url) as js:
         first = [str(a) for a in await apply_streams(js, DEFAULT_STREAMS)]

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from relay.classify import POISON_API_CODES, judge
-from relay.ports import Ack, Failure, PublishResult, Verdict
+from relay.ports import Failure, PublishResult, Stored, Verdict
 from relay.pubacks import ApiError, NoReply, PermissionDenied, PubAcks, read_reply
 
 
@@ -26,8 +26,8 @@ def read_puback(msg: Msg) -> PublishResult:
 
 
 def test_an_ack_and_a_duplicate() -> None:
-    assert read_puback(reply({"stream": "S", "seq": 7})) == Ack("S", 7, False)
-    assert read_puback(reply({"stream": "S", "seq": 7, "duplicate": True})) == Ack("S", 7, True)
+    assert read_puback(reply({"stream": "S", "seq": 7})) == Stored("S", 7, False)
+    assert read_puback(reply({"stream": "S", "seq": 7, "duplicate": True})) == Stored("S", 7, True)
 
 
 def test_a_full_stream_is_a_refusal_to_retry() -> None:

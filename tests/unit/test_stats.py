@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from relay.metrics import RelayMetrics
-from relay.ports import Ack, OutboxRow
+from relay.ports import OutboxRow, Stored
 from relay.stats import MAX_OTHER_TYPE_LABELS, RelayStats
 
 
@@ -31,9 +31,9 @@ def test_producer_chosen_event_types_cannot_grow_metric_series_without_bound() -
     stats = RelayStats()
     metrics = RelayMetrics(stats)
     for i in range(2000):
-        stats.record_ack(row(f"made.up.type{i}"), Ack("ACADEMIC_EVENTS", i + 1, False))
-    stats.record_ack(row("x" * 500), Ack("ACADEMIC_EVENTS", 3000, False))
-    stats.record_ack(row("academic.course.created"), Ack("ACADEMIC_EVENTS", 3001, False))
+        stats.record_ack(row(f"made.up.type{i}"), Stored("ACADEMIC_EVENTS", i + 1, False))
+    stats.record_ack(row("x" * 500), Stored("ACADEMIC_EVENTS", 3000, False))
+    stats.record_ack(row("academic.course.created"), Stored("ACADEMIC_EVENTS", 3001, False))
     series = published_series(metrics)
     assert len(series) == MAX_OTHER_TYPE_LABELS + 2  # 50 others, "other", one catalog type
     assert series[("ACADEMIC_EVENTS", "other")] == 2000 - MAX_OTHER_TYPE_LABELS + 1
@@ -46,6 +46,6 @@ def test_producer_chosen_event_types_cannot_grow_metric_series_without_bound() -
 def test_a_duplicate_puback_is_not_a_publish() -> None:
     stats = RelayStats()
     metrics = RelayMetrics(stats)
-    stats.record_ack(row("academic.course.updated"), Ack("ACADEMIC_EVENTS", 7, True))
+    stats.record_ack(row("academic.course.updated"), Stored("ACADEMIC_EVENTS", 7, True))
     assert stats.published == 0 and stats.duplicates == 1
     assert published_series(metrics) == {}
