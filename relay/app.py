@@ -27,7 +27,7 @@ from relay.metrics import RelayMetrics
 from relay.natspublisher import NatsPublisher
 from relay.natsstreams import check_configured, risky_settings, unroutable
 from relay.pgstore import PgLeaseStore, PgStore, application_name
-from relay.ports import Backlog
+from relay.ports import Backlog, Rounds
 from relay.purger import run_purger, run_vacuum
 from relay.retry import Backoff, RetryPolicies
 from relay.settings import RelaySettings, with_relay_defaults
@@ -97,6 +97,16 @@ class RelayApp:
         self.http: HealthServer | None = None
         self.backlog: Backlog | None = None
         self._postgres_ok = False
+        # The loop publishes the partitions the lease manager holds; the lease manager hands a
+        # partition over once a round of the loop has ended since it set it aside.
+        rounds = Rounds()
+        self.leases = LeaseManager(
+            PgLeaseStore(self.store),
+            settings.instance_name,
+            ttl=settings.lease_seconds,
+            total=PARTITIONS,
+            rounds=rounds,
+        )
         self.relay = Relay(
             self.store,
             self.publisher,
@@ -106,22 +116,12 @@ class RelayApp:
                 no_stream_max_attempts=settings.no_stream_max_attempts,
             ),
             policies=self.policies,
-            partitions=lambda: self.leases.current(),
+            partitions=self.leases,
+            rounds=rounds,
             wakeup=self.wakeup,
             stats=self.stats,
             checkpoints=checkpoints,
-            validator=(
-                ContractValidator(lambda: self.publisher.jetstream)
-                if settings.validate_raw_rows
-                else None
-            ),
-        )
-        self.leases = LeaseManager(
-            PgLeaseStore(self.store),
-            settings.instance_name,
-            ttl=settings.lease_seconds,
-            total=PARTITIONS,
-            steps=lambda: self.relay.steps,
+            validator=ContractValidator(self.publisher) if settings.validate_raw_rows else None,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -249,7 +249,7 @@ class RelayApp:
                 self._postgres_ok = False
             m.postgres_connected.set(1 if self._postgres_ok else 0)
             m.nats_connected.set(1 if self.publisher.connected.is_set() else 0)
-            m.partitions_owned.set(len(self.relay.partitions()))
+            m.partitions_owned.set(len(self.leases.current()))
             m.ready.set(1 if self.readiness()[0] else 0)
             await sleep_until_stopped(stop, 2.0)
 

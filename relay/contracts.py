@@ -21,11 +21,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema_rs
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 
 from outbox_client.headers import PRODUCED_BY_OUTBOX_CLIENT, Header
 from outbox_client.policy import headers_problem, subject_problem
@@ -51,20 +52,27 @@ class _Entry:
         self.expires = expires
 
 
+class JetStreamSource(Protocol):
+    """What holds the relay's NATS connection (:class:`relay.natspublisher.NatsPublisher`)."""
+
+    @property
+    def jetstream(self) -> JetStreamContext: ...
+
+
 class ContractValidator:
     """The relay's :class:`~relay.ports.Validator`: checks raw rows against the registry.
 
-    ``jetstream`` gives the publisher's JetStream context (read at each registry look-up, so a
-    replaced connection is used)."""
+    The registry is read through ``nats``, the publisher's connection: its JetStream context
+    is taken at each registry look-up, so a replaced connection is used."""
 
     def __init__(
         self,
-        jetstream: Callable[[], Any],
+        nats: JetStreamSource,
         *,
         miss_ttl: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.jetstream = jetstream
+        self.nats = nats
         self.miss_ttl = miss_ttl
         self.clock = clock
         self._cache: dict[tuple[str, int], _Entry] = {}
@@ -162,7 +170,7 @@ class ContractValidator:
 
     async def _bucket(self) -> Any:
         try:
-            return await self.jetstream().key_value(BUCKET)
+            return await self.nats.jetstream.key_value(BUCKET)
         except nats.js.errors.BucketNotFoundError:
             if not self._warned_no_registry:
                 self._warned_no_registry = True

@@ -20,6 +20,7 @@ from typing import Protocol
 from relay.aio import sleep_until_stopped
 from relay.errors import StoreError
 from relay.log import log_event
+from relay.ports import Rounds
 
 logger = logging.getLogger("relay.leases")
 
@@ -33,6 +34,11 @@ class LeaseStore(Protocol):
 
 
 class LeaseManager:
+    """The partitions this instance holds (:meth:`current`, the loop's
+    :class:`~relay.ports.Partitions`). One it must hand over is set aside at once and released
+    once the loop has completed a round since (``rounds``): the batch in hand may hold its rows.
+    """
+
     def __init__(
         self,
         store: LeaseStore,
@@ -40,18 +46,18 @@ class LeaseManager:
         *,
         ttl: float,
         total: int,
-        steps: Callable[[], int],
+        rounds: Rounds,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.name = name
         self.ttl = ttl
         self.total = total
-        self.steps = steps
+        self.rounds = rounds
         self.clock = clock
         self.margin = ttl / 5
         self._held: dict[int, float] = {}  # partition -> valid until (local monotonic)
-        self._releasing: dict[int, int] = {}  # partition -> loop step when it was set aside
+        self._releasing: dict[int, int] = {}  # partition -> loop round when it was set aside
         self.alive = 1
 
     def current(self) -> list[int]:
@@ -72,7 +78,7 @@ class LeaseManager:
         self._held = {p: valid_until for p in renewed}
         self._releasing = {p: s for p, s in self._releasing.items() if p in self._held}
         # Hand over what was set aside once the loop has finished a batch since then.
-        done = [p for p, step in self._releasing.items() if self.steps() > step]
+        done = [p for p, then in self._releasing.items() if self.rounds.completed > then]
         if done:
             await self.store.release(self.name, done)
             for p in done:
@@ -82,7 +88,7 @@ class LeaseManager:
         fair = math.ceil(self.total / max(1, self.alive))
         keep = [p for p in sorted(self._held) if p not in self._releasing]
         for p in keep[fair:]:
-            self._releasing[p] = self.steps()  # stop claiming now, release after the batch
+            self._releasing[p] = self.rounds.completed  # no claims now; released after the round
         need = fair - len(self._held)
         if need > 0:
             acquired = await self.store.acquire(self.name, self.ttl, need)

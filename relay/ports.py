@@ -1,4 +1,5 @@
-"""What the relay loop talks to: a store, a publisher and a wake-up signal.
+"""What the relay loop talks to: a store, a publisher, the partitions it owns, and the count of
+its rounds that the lease manager reads.
 
 The loop (``relay/worker.py``) depends only on these protocols; ``relay/app.py`` wires the
 PostgreSQL and NATS implementations in, tests wire in-memory ones.
@@ -114,3 +115,21 @@ class Validator(Protocol):
         """One entry per row, in order: why the row must not be sent (a verdict, e.g. poison
         for a raw row that breaks its contract), or ``None`` to send it."""
         ...
+
+
+class Partitions(Protocol):
+    def current(self) -> Sequence[int]:
+        """The partitions this relay may publish right now (``relay.leases.LeaseManager``
+        holds their leases)."""
+        ...
+
+
+class Rounds:
+    """Rounds the relay loop has completed. The loop counts; the lease manager reads, and hands
+    a partition it set aside over only after a round has ended since (the batch in hand may
+    hold rows of it)."""
+
+    __slots__ = ("completed",)
+
+    def __init__(self) -> None:
+        self.completed = 0

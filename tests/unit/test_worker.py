@@ -7,19 +7,23 @@ from datetime import UTC, datetime
 import pytest
 
 from outbox_client.table import PARTITIONS
-from relay import worker
+from relay import retrying
 from relay.errors import PublishError
 from relay.ports import Failure, OutboxRow, Verdict
 from relay.retry import Backoff, RetryPolicies
-from relay.worker import LoopConfig, Relay, plan_waves
+from relay.waves import plan_waves
+from relay.worker import LoopConfig, Relay
 from tests.fakes import FakePublisher, MemoryStore
 
 
-def every_partition() -> list[int]:
+class EveryPartition:
     """The fake store's relay holds every partition's lease."""
-    return list(range(PARTITIONS))
+
+    def current(self) -> list[int]:
+        return list(range(PARTITIONS))
 
 
+every_partition = EveryPartition()
 FAST = RetryPolicies(
     event_publish=Backoff("event_publish", 0.0, 0.0, jitter=False),
     nats_unavailable=Backoff("nats_unavailable", 0.5, 2.0, jitter=False),
@@ -155,7 +159,7 @@ async def test_no_responders_during_an_election_is_never_quarantined() -> None:
 async def test_past_max_retrying_keys_no_new_rows_are_taken_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker, "MAX_RETRYING", 3)
+    monkeypatch.setattr(retrying, "MAX_RETRYING", 3)
     store, pub = MemoryStore(), FakePublisher()
     failing = [store.add(f"k{i}") for i in range(6)]
     broken = True
