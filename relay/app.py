@@ -77,6 +77,7 @@ class RelayApp:
             max_in_flight=settings.max_in_flight,
             cloudevents=settings.cloudevents,
             publish_timeout=settings.publish_timeout_seconds,
+            no_stream_max_attempts=settings.no_stream_max_attempts,
             checkpoints=checkpoints,
         )
         self.listener = PgListener(
@@ -113,7 +114,6 @@ class RelayApp:
             config=LoopConfig(
                 batch_size=settings.batch_size,
                 poll_interval=settings.poll_interval_seconds,
-                no_stream_max_attempts=settings.no_stream_max_attempts,
             ),
             policies=self.policies,
             partitions=self.leases,

@@ -1,13 +1,15 @@
 """The one module that decides what a failed publish means for its event: retry or quarantine.
 
 It reads typed answers (:mod:`relay.pubacks`) and the few exceptions a send itself raises.
-Measured facts this encodes (see the tests): 'no responders' is what both a missing stream and
-a leader election look like, so it is retried before the JetStream API is asked
-(:mod:`relay.natspublisher` settles it); a full stream with discard-new answers an API error
-that clears when space frees up: REFUSED, since NATS answered, only that event's key waits; no
-answer at all is TRANSIENT (an outage when a whole batch gets none). Whatever can never
-succeed is POISON and quarantined with the reason: a permission violation, an answer that is
-not a PubAck, a JetStream error about the message itself (the table below).
+Measured facts this encodes (tests/unit/test_pubacks.py, tests/integration/test_relay.py):
+'no responders' is what both a missing stream and a leader election look like, so it is
+retried (NO_RESPONDERS) until the publisher has seen it ``no_stream_max_attempts`` times and
+asks JetStream's API, whose answer :func:`judge_no_responders` settles; a full stream with
+discard-new answers an API error that clears when space frees up: REFUSED, since NATS
+answered, only that event's key waits; no answer at all is TRANSIENT (an outage when a whole
+batch gets none). Whatever can never succeed is POISON and quarantined with the reason: a
+permission violation, an answer that is not a PubAck, a JetStream error about the message
+itself (the table below).
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ import asyncio
 import nats.errors
 
 from relay.ports import Failure, PublishResult, Stored, Verdict
-from relay.pubacks import ApiError, NoReply, NoResponders, NotAPubAck, PermissionDenied, Reply
+from relay.pubacks import (
+    ApiError,
+    ApiSilent,
+    NoReply,
+    NoResponders,
+    NoStream,
+    NotAPubAck,
+    PermissionDenied,
+    Reply,
+    StreamAnswer,
+    StreamFound,
+)
 
 #: JetStream error codes (nats-server ``server/errors.json``) a re-send of the same message can
 #: never turn into a PubAck. Any other code (a full stream 10077, an unavailable cluster 10008,
@@ -54,6 +67,8 @@ POISON_API_CODES = {
 }
 
 TIMEOUT = Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
+NOT_SENT = Failure(Verdict.TRANSIENT, "not sent")
+_NO_RESPONDERS = "no stream captures the subject (or no responders)"
 
 
 def judge(reply: Reply) -> PublishResult:
@@ -65,7 +80,7 @@ def judge(reply: Reply) -> PublishResult:
         case NoReply():
             return TIMEOUT
         case NoResponders():
-            return Failure(Verdict.NO_STREAM, "no stream captures the subject (or no responders)")
+            return Failure(Verdict.NO_RESPONDERS, _NO_RESPONDERS)
         case ApiError(code=code, err_code=err_code, description=description):
             if err_code in POISON_API_CODES:
                 return Failure(
@@ -82,6 +97,27 @@ def judge(reply: Reply) -> PublishResult:
                 Verdict.POISON,
                 "permissions violation: the relay's NATS user may not publish to the subject",
             )
+
+
+def judge_no_responders(answer: StreamAnswer, attempts: int) -> Failure:
+    """What 'no responders', seen ``attempts`` times, means once JetStream's API has answered
+    which stream captures the subject: only a confirmed missing stream is POISON."""
+    match answer:
+        case StreamFound(name=name):
+            return Failure(
+                Verdict.NO_RESPONDERS, f"stream {name} has no leader: election or lost quorum"
+            )
+        case NoStream():
+            return Failure(Verdict.POISON, f"{_NO_RESPONDERS}; gave up after {attempts} attempts")
+        case ApiSilent(error=error):
+            return Failure(
+                Verdict.TRANSIENT, f"no responders; JetStream API did not answer: {error}"
+            )
+
+
+def unavailable(exc: BaseException) -> Failure:
+    """No connection to NATS could be had for the batch: every row of it waits, same id."""
+    return Failure(Verdict.TRANSIENT, f"NATS unavailable: {exc}"[:300])
 
 
 def classify(exc: BaseException) -> Failure:

@@ -1,4 +1,9 @@
-"""The NATS JetStream implementation of :class:`relay.ports.Publisher`."""
+"""The NATS JetStream implementation of :class:`relay.ports.Publisher`.
+
+It gathers the facts about each publish as typed answers (:mod:`relay.pubacks`), including,
+for "no responders" seen ``no_stream_max_attempts`` times, JetStream's API's word on which
+stream captures the subject; :mod:`relay.classify` says what they mean.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +25,20 @@ from outbox_client.streams import StreamConfig
 from outbox_client.tracing import relay_span_headers
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.checks import Admission, outgoing_headers, oversize
-from relay.classify import TIMEOUT, classify, judge
+from relay.classify import NOT_SENT, TIMEOUT, classify, judge, judge_no_responders, unavailable
 from relay.cloudevents import binary_headers
 from relay.errors import PublishError
 from relay.log import log_event
-from relay.ports import Failure, OutboxRow, PublishResult, Verdict
-from relay.pubacks import PubAcks, Reply
+from relay.ports import OutboxRow, PublishResult
+from relay.pubacks import (
+    ApiSilent,
+    NoResponders,
+    NoStream,
+    PubAcks,
+    Reply,
+    StreamAnswer,
+    StreamFound,
+)
 
 logger = logging.getLogger("relay.nats")
 _TRACEPARENT = Header.TRACEPARENT.value
@@ -36,7 +49,9 @@ _DENIED_INBOX = 'nats: permissions violation for subscription to "'
 class NatsPublisher:
     """Pipelines publishes (``reply`` set, PubAcks read by :mod:`relay.pubacks`); every
     message gets ``publish_timeout``: the group is awaited with one deadline and what is still
-    pending then is a timeout.
+    pending then is a timeout. "No responders" is a missing stream or a leaderless one: from a
+    row's ``no_stream_max_attempts``-th such answer on, the JetStream API is asked which
+    (once per subject per call to :meth:`publish`).
     """
 
     def __init__(
@@ -46,6 +61,7 @@ class NatsPublisher:
         streams: Sequence[StreamConfig],
         max_in_flight: int,
         publish_timeout: float,
+        no_stream_max_attempts: int = 20,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
         cloudevents: bool = False,
     ) -> None:
@@ -54,6 +70,7 @@ class NatsPublisher:
         self.admission = Admission(streams)
         self.max_in_flight = max_in_flight
         self.publish_timeout = publish_timeout
+        self.no_stream_max_attempts = no_stream_max_attempts
         self.checkpoints = checkpoints
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -169,25 +186,36 @@ class NatsPublisher:
         try:
             await self._ensure_open()
         except PublishError as exc:
-            failure = Failure(Verdict.TRANSIENT, f"NATS unavailable: {exc}"[:300])
-            return [failure] * len(rows)
+            return [unavailable(exc)] * len(rows)
         results: list[PublishResult] = []
+        streams: dict[str, StreamAnswer] = {}  # subject -> the API's answer, asked once
         # Chunks no larger than the in-flight limit: nats-py's semaphore then never blocks, since
         # every earlier future is done or cancelled (which frees its slot) before the next chunk.
         for start in range(0, len(rows), self.max_in_flight):
-            results += await self._publish_chunk(rows[start : start + self.max_in_flight])
+            chunk = rows[start : start + self.max_in_flight]
+            results += await self._publish_chunk(chunk, streams)
         return results
 
-    async def stream_of(self, subject: str) -> str | None:
+    async def _stream_answer(self, subject: str) -> StreamAnswer:
+        """Which stream captures ``subject``, as JetStream's API answers it."""
         try:
-            await self._ensure_open()
-            return str(await self.jetstream.find_stream_name_by_subject(subject))
+            return StreamFound(str(await self.jetstream.find_stream_name_by_subject(subject)))
         except nats.js.errors.NotFoundError:
-            return None
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise PublishError(f"JetStream API did not answer: {type(exc).__name__}") from exc
+            return NoStream()
+        except (TimeoutError, nats.errors.Error, PublishError) as exc:
+            return ApiSilent(type(exc).__name__)
 
-    async def _publish_chunk(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
+    async def _no_responders(
+        self, row: OutboxRow, streams: dict[str, StreamAnswer]
+    ) -> PublishResult:
+        """'No responders' once more for a row that has had it often enough to ask the API."""
+        if row.subject not in streams:
+            streams[row.subject] = await self._stream_answer(row.subject)
+        return judge_no_responders(streams[row.subject], row.attempts + 1)
+
+    async def _publish_chunk(
+        self, rows: Sequence[OutboxRow], streams: dict[str, StreamAnswer]
+    ) -> list[PublishResult]:
         nc = self.client
         max_payload = nc.max_payload
         results: list[PublishResult | None] = [None] * len(rows)
@@ -207,9 +235,9 @@ class NatsPublisher:
             if refused is not None:
                 results[index] = refused
                 continue
-            reply, future = self._acks.expect(row.subject)
+            inbox, future = self._acks.expect(row.subject)
             try:
-                await nc.publish(row.subject, row.payload, reply=reply, headers=headers)
+                await nc.publish(row.subject, row.payload, reply=inbox, headers=headers)
             except Exception as exc:  # every failure becomes a verdict: see classify()
                 future.cancel()
                 results[index] = classify(exc)
@@ -220,9 +248,17 @@ class NatsPublisher:
             _, pending = await asyncio.wait(futures, timeout=self.publish_timeout)
             for future in pending:
                 future.cancel()
+            asking = self.no_stream_max_attempts - 1  # attempts before this one
             for future, index in futures.items():
-                results[index] = TIMEOUT if future.cancelled() else judge(future.result())
-        return [r if r is not None else Failure(Verdict.TRANSIENT, "not sent") for r in results]
+                if future.cancelled():
+                    results[index] = TIMEOUT
+                    continue
+                answer = future.result()
+                if isinstance(answer, NoResponders) and rows[index].attempts >= asking:
+                    results[index] = await self._no_responders(rows[index], streams)
+                else:
+                    results[index] = judge(answer)
+        return [r if r is not None else NOT_SENT for r in results]
 
     async def close(self, drain_seconds: float = 10.0) -> None:
         """Drain (flush what is buffered, wait for acks in flight) and close."""

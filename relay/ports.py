@@ -46,7 +46,10 @@ class Verdict(Enum):
 
     TRANSIENT = "transient"  # no answer (NATS down, slow, cut off): retry forever, same id
     REFUSED = "refused"  # JetStream answered "not now" (stream full, no leader): retry the key
-    NO_STREAM = "no_stream"  # retry, quarantine after N attempts (elections look the same)
+    #: Nothing took the message: a stream without a leader (election, lost quorum), or one
+    #: the publisher has not yet confirmed missing (it then answers POISON). Retried; the key
+    #: is due again as soon as its stream acknowledges something.
+    NO_RESPONDERS = "no_responders"
     POISON = "poison"  # can never succeed: quarantine now
 
 
@@ -100,13 +103,8 @@ class Store(Protocol):
 class Publisher(Protocol):
     async def publish(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
         """Publish ``rows`` pipelined; one result per row, in order. Never raises for one
-        message's failure: it becomes a :class:`Failure` with a verdict."""
-        ...
-
-    async def stream_of(self, subject: str) -> str | None:
-        """The stream that captures ``subject`` as JetStream's API answers it; None when the API
-        answers that no stream does. Raises :class:`relay.errors.PublishError` when the API
-        does not answer (NATS down, meta-leader election)."""
+        message's failure: it becomes a :class:`Failure` with a verdict, settled (a stream
+        that does not exist is POISON, not NO_RESPONDERS, once the publisher knows)."""
         ...
 
 

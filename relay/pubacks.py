@@ -6,8 +6,10 @@ too-large message (400, err 10054) looks like a PubAck timeout (nats-io/nats.py#
 This module does what ``publish_async`` does — one wildcard reply subscription, one future per
 message — and turns every answer into a :data:`Reply`: a PubAck, a JetStream API error, "no
 responders", something that is not a PubAck at all, or the server's permission violation for
-the subject (which nats-py reports only to ``error_cb``). What a reply *means* for the event is
-decided in one place, :mod:`relay.classify`.
+the subject (which nats-py reports only to ``error_cb``). When "no responders" persists, the
+publisher asks JetStream's API which stream captures the subject; its answer is typed here too
+(:data:`StreamAnswer`). What a reply *means* for the event is decided in one place,
+:mod:`relay.classify`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,29 @@ class NoReply:
 
 
 Reply = Stored | ApiError | NoResponders | NotAPubAck | PermissionDenied | NoReply
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFound:
+    """JetStream's API names the stream that captures the subject."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoStream:
+    """JetStream's API answers that no stream captures the subject."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSilent:
+    """JetStream's API did not answer (NATS down, meta-leader election): ``error`` says how."""
+
+    error: str
+
+
+#: What JetStream's API said when asked which stream captures a subject.
+StreamAnswer = StreamFound | NoStream | ApiSilent
 
 
 class PubAcks:

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from relay.errors import PublishError
 from relay.log import log_event
 from relay.outcomes import Outcome
 from relay.ports import (
@@ -64,7 +63,6 @@ class WavePublisher:
         partitions: Partitions,
         retrying: RetryingKeys,
         event_backoff: Backoff,
-        no_stream_max_attempts: int,
         stats: RelayStats,
         clock: Callable[[], float],
         validator: Validator | None = None,
@@ -73,7 +71,6 @@ class WavePublisher:
         self.partitions = partitions
         self.retrying = retrying
         self.event_backoff = event_backoff
-        self.no_stream_max_attempts = no_stream_max_attempts
         self.stats = stats
         self.clock = clock
         self.validator = validator
@@ -85,7 +82,6 @@ class WavePublisher:
         if retrying:
             blocked = retrying.blocked({row.id for row in rows})
         failed_keys: set[str] = set()
-        streams: dict[str, Failure | None] = {}  # subject -> what JetStream's API said, once
         started = time.perf_counter()
         for wave in plan_waves(rows, blocked):
             # A relay that was paused past its lease, or handed a partition over, publishes
@@ -103,7 +99,7 @@ class WavePublisher:
                     retrying.acked(row, result)
                     outcome.sent.append(Sent(row.id, result))
                     self.stats.record_ack(row, result)
-                elif await self._fail(row, result, outcome, streams):
+                elif self._fail(row, result, outcome):
                     # The key waits; a quarantined event is settled and does not hold it.
                     failed_keys.add(row.partition_key)
         outcome.unpublished_keys = failed_keys | (blocked & {r.partition_key for r in rows})
@@ -132,23 +128,9 @@ class WavePublisher:
         sent = iter(await self.publisher.publish(allowed) if allowed else [])
         return [failure if failure is not None else next(sent) for failure in refused]
 
-    async def _fail(
-        self,
-        row: OutboxRow,
-        failure: Failure,
-        outcome: Outcome,
-        streams: dict[str, Failure | None],
-    ) -> bool:
-        """Record a failed publish; True when its key must now wait (a retry), False when the
-        event is quarantined."""
-        attempts = row.attempts + 1
-        unreachable = failure.verdict in (Verdict.NO_STREAM, Verdict.TRANSIENT)
-        if failure.verdict is Verdict.NO_STREAM and attempts >= self.no_stream_max_attempts:
-            if row.subject not in streams:
-                streams[row.subject] = await self._why_no_responders(row.subject)
-            failure = streams[row.subject] or Failure(
-                Verdict.POISON, f"{failure.reason}; gave up after {attempts} attempts"
-            )
+    def _fail(self, row: OutboxRow, failure: Failure, outcome: Outcome) -> bool:
+        """Record a failed publish (its verdict is settled: :mod:`relay.classify`); True when
+        its key must now wait (a retry), False when the event is quarantined."""
         verdict = failure.verdict
         if verdict is Verdict.POISON:
             self.retrying.release(row.partition_key)
@@ -165,18 +147,7 @@ class WavePublisher:
         report.add(row, failure.reason)
         outcome.unanswered += verdict is Verdict.TRANSIENT
         self.stats.record_retry(failure.reason)
-        retry_at = self.clock() + self.event_backoff.delay(attempts)
+        retry_at = self.clock() + self.event_backoff.delay(row.attempts + 1)
+        unreachable = verdict is Verdict.NO_RESPONDERS or verdict is Verdict.TRANSIENT
         self.retrying.hold(row, retry_at, unreachable=unreachable)
         return True
-
-    async def _why_no_responders(self, subject: str) -> Failure | None:
-        """'No responders' is both a missing stream and a stream without a leader (election,
-        lost quorum): ask JetStream's API which. None: it confirms no stream captures the
-        subject; otherwise the transient failure to retry (forever, like any outage)."""
-        try:
-            stream = await self.publisher.stream_of(subject)
-        except PublishError as exc:
-            return Failure(Verdict.TRANSIENT, f"no responders; {exc}")
-        if stream is None:
-            return None
-        return Failure(Verdict.REFUSED, f"stream {stream} has no leader: election or lost quorum")

@@ -44,7 +44,6 @@ logger = logging.getLogger("relay.worker")
 class LoopConfig:
     batch_size: int = 1000
     poll_interval: float = 0.5
-    no_stream_max_attempts: int = 20
 
 
 class Relay:
@@ -93,7 +92,6 @@ class Relay:
             partitions=partitions,
             retrying=self.retrying,
             event_backoff=policies.event_publish,
-            no_stream_max_attempts=config.no_stream_max_attempts,
             stats=self.stats,
             clock=clock,
             validator=validator,

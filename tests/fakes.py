@@ -24,7 +24,6 @@ class FakePublisher:
         self.sent: list[int] = []  # every publish attempt, by row id
         self._seen: set[uuid.UUID] = set()
         self.calls: list[list[int]] = []
-        self.streams: dict[str, str | Exception] = {"academic.": "ACADEMIC_EVENTS"}
 
     async def publish(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
         await asyncio.sleep(0)
@@ -42,15 +41,6 @@ class FakePublisher:
                 self.stream.append(row)
             results.append(Stored("ACADEMIC_EVENTS", len(self.stream), duplicate))
         return results
-
-    async def stream_of(self, subject: str) -> str | None:
-        """Scripted by ``streams``: subject prefix -> stream name, or an exception to raise."""
-        for prefix, answer in self.streams.items():
-            if subject.startswith(prefix):
-                if isinstance(answer, Exception):
-                    raise answer
-                return answer
-        return None
 
     def keys_in_order(self) -> dict[str, list[int]]:
         order: dict[str, list[int]] = {}

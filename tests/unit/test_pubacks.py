@@ -11,9 +11,18 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
-from relay.classify import POISON_API_CODES, judge
+from relay.classify import POISON_API_CODES, judge, judge_no_responders
 from relay.ports import Failure, PublishResult, Stored, Verdict
-from relay.pubacks import ApiError, NoReply, PermissionDenied, PubAcks, read_reply
+from relay.pubacks import (
+    ApiError,
+    ApiSilent,
+    NoReply,
+    NoStream,
+    PermissionDenied,
+    PubAcks,
+    StreamFound,
+    read_reply,
+)
 
 
 def reply(body: Any = None, headers: dict[str, str] | None = None) -> Msg:
@@ -66,7 +75,7 @@ def test_refusals_that_may_clear_are_retried_for_their_key(err_code: int) -> Non
 
 def test_no_responders_no_reply_and_garbage() -> None:
     no_responders = read_puback(reply(headers={"Status": "503"}))
-    assert isinstance(no_responders, Failure) and no_responders.verdict is Verdict.NO_STREAM
+    assert isinstance(no_responders, Failure) and no_responders.verdict is Verdict.NO_RESPONDERS
     assert judge(NoReply()) == Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
     garbage = Msg(_client=None, subject="x", data=b"{not json")  # type: ignore[arg-type]
     nested = Msg(_client=None, subject="x", data=b"[" * 5000)  # type: ignore[arg-type]
@@ -75,6 +84,20 @@ def test_no_responders_no_reply_and_garbage() -> None:
         result = read_puback(answer)
         assert isinstance(result, Failure) and result.verdict is Verdict.POISON, answer
         assert "reply is not a PubAck" in result.reason
+
+
+def test_no_responders_is_poison_only_once_the_api_confirms_no_stream_captures_it() -> None:
+    """An election answers 'no responders' like a missing stream: the API's answer settles it."""
+    electing = judge_no_responders(StreamFound("ACADEMIC_EVENTS"), 20)
+    assert electing == Failure(
+        Verdict.NO_RESPONDERS, "stream ACADEMIC_EVENTS has no leader: election or lost quorum"
+    )
+    silent = judge_no_responders(ApiSilent("TimeoutError"), 20)
+    assert silent == Failure(
+        Verdict.TRANSIENT, "no responders; JetStream API did not answer: TimeoutError"
+    )
+    gone = judge_no_responders(NoStream(), 20)
+    assert gone.verdict is Verdict.POISON and gone.reason.endswith("gave up after 20 attempts")
 
 
 async def test_a_permission_violation_settles_the_oldest_publish_to_its_subject() -> None:

@@ -8,8 +8,9 @@ import pytest
 
 from outbox_client.table import PARTITIONS
 from relay import retrying
-from relay.errors import PublishError
+from relay.classify import judge_no_responders
 from relay.ports import Failure, OutboxRow, Verdict
+from relay.pubacks import ApiSilent, StreamFound
 from relay.retry import Backoff, RetryPolicies
 from relay.waves import plan_waves
 from relay.worker import LoopConfig, Relay
@@ -106,18 +107,6 @@ async def test_poison_is_quarantined_and_the_rest_flows() -> None:
     assert r.stats.quarantined["invalid subject"] == 1
 
 
-async def test_no_stream_is_retried_then_quarantined_after_n_attempts() -> None:
-    store, pub = MemoryStore(), FakePublisher()
-    lost = store.add("a", subject="nowhere.x")
-    pub.verdict = lambda r: (
-        Failure(Verdict.NO_STREAM, "no stream") if r.subject.startswith("nowhere") else None
-    )
-    r = relay(store, pub, no_stream_max_attempts=4)
-    await drain(r, rounds=20)
-    assert pub.sent.count(lost.id) == 4
-    assert store.rows[lost.id].quarantined == "no stream; gave up after 4 attempts"
-
-
 async def test_a_held_back_key_with_a_long_backlog_does_not_starve_other_keys() -> None:
     """The claim skips keys that are backing off whole: a batch filled with their later rows
     (which cannot go) would hide every other key behind them."""
@@ -139,18 +128,20 @@ async def test_a_held_back_key_with_a_long_backlog_does_not_starve_other_keys() 
 
 
 async def test_no_responders_during_an_election_is_never_quarantined() -> None:
-    """A stream without a leader answers 'no responders' like a missing stream; the API still
-    names the stream, so the event waits (in order) instead of being quarantined."""
+    """A stream without a leader answers 'no responders' like a missing stream; once the
+    publisher has it from the API that the stream exists, the event waits (in order) instead of
+    being quarantined, however often it fails."""
     store, pub = MemoryStore(), FakePublisher()
     first, second = store.add("a"), store.add("a")
     electing = True
-    pub.verdict = lambda r: Failure(Verdict.NO_STREAM, "no responders") if electing else None
-    r = relay(store, pub, no_stream_max_attempts=2)
+    leaderless = judge_no_responders(StreamFound("ACADEMIC_EVENTS"), 20)
+    pub.verdict = lambda r: leaderless if electing else None
+    r = relay(store, pub)
     await drain(r, rounds=12)
     assert pub.sent.count(first.id) >= 4 and second.id not in pub.sent
     assert not store.rows[first.id].quarantined
     reason = "stream ACADEMIC_EVENTS has no leader"
-    assert r.stats.retries[reason] >= 2, r.stats.retries
+    assert r.stats.retries[reason] >= 4, r.stats.retries
     electing = False
     await drain(r, rounds=12)
     assert [x.id for x in pub.stream] == [first.id, second.id]
@@ -204,7 +195,7 @@ async def _after_an_ack_on_the_same_stream(failure: Failure) -> tuple[FakePublis
 
 
 async def test_a_key_waiting_for_an_unreachable_stream_is_retried_when_it_acks_again() -> None:
-    pub, a = await _after_an_ack_on_the_same_stream(Failure(Verdict.NO_STREAM, "no responders"))
+    pub, a = await _after_an_ack_on_the_same_stream(Failure(Verdict.NO_RESPONDERS, "no responders"))
     assert a in [x.id for x in pub.stream], "it slept out its 60 s backoff"
 
 
@@ -217,9 +208,8 @@ async def test_a_key_refused_by_a_full_stream_keeps_its_backoff() -> None:
 async def test_no_responders_while_the_jetstream_api_is_silent_is_retried() -> None:
     store, pub = MemoryStore(), FakePublisher()
     row = store.add("a", subject="nowhere.x")
-    pub.verdict = lambda r: Failure(Verdict.NO_STREAM, "no responders")
-    pub.streams["nowhere."] = PublishError("JetStream API did not answer: TimeoutError")
-    r = relay(store, pub, no_stream_max_attempts=2)
+    pub.verdict = lambda r: judge_no_responders(ApiSilent("TimeoutError"), r.attempts + 1)
+    r = relay(store, pub)
     await drain(r, rounds=8)
     assert pub.sent.count(row.id) >= 3 and not store.rows[row.id].quarantined
 
@@ -352,8 +342,10 @@ async def test_an_undeliverable_event_is_a_warning_at_its_first_failure_one_line
     lost = [store.add(f"k{i}", subject="gone.note") for i in range(30)]
     ok = store.add("ok")
     reason = "no stream captures the subject (or no responders)"
-    pub.verdict = lambda r: Failure(Verdict.NO_STREAM, reason) if r.subject == "gone.note" else None
-    r = relay(store, pub, batch=50, no_stream_max_attempts=20)
+    pub.verdict = lambda r: (
+        Failure(Verdict.NO_RESPONDERS, reason) if r.subject == "gone.note" else None
+    )
+    r = relay(store, pub, batch=50)
     await r.step()
     await r.finish()
     assert [x.id for x in pub.stream] == [ok.id]
