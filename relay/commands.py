@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outbox_client.client import NATSClient, NATSConnectionError, connect_nats
 from outbox_client.deadletters import list_dead_letters, replay_dead_letter
-from outbox_client.streams import STREAM_PROFILES, StreamConfig, load_streams
+from outbox_client.streams import STREAM_PROFILES
 from relay import admin, schema
 from relay.app import RelayApp
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
@@ -27,12 +27,7 @@ from relay.errors import ConfigError, PublishError, RelayError, StoreError, caus
 from relay.natspublisher import NatsPublisher
 from relay.natsstreams import apply_streams, check_configured
 from relay.pgstore import DRIVER_ERRORS, PgStore
-from relay.settings import load, load_common, load_database, load_nats, probe_address
-
-
-def _streams() -> tuple[StreamConfig, ...]:
-    return load_streams(load_common().streams_file)
-
+from relay.settings import configured_streams, load, load_database, load_nats, probe_address
 
 #: Statement bound for the one-shot commands (status, check): they must end, not wait.
 COMMAND_DB_TIMEOUT = 10.0
@@ -52,16 +47,14 @@ async def run(
     overrides: dict[str, Any], stop: asyncio.Event, checkpoints: Checkpoints = NO_CHECKPOINTS
 ) -> int:
     settings, nats_config = load(overrides)
-    streams = _streams()
+    streams = configured_streams()
     await RelayApp(settings, nats_config, streams=streams, checkpoints=checkpoints).run(stop)
     return 0
 
 
 async def streams_apply(path: Path | None = None, profile: str | None = None) -> list[str]:
     nats_config = load_nats()
-    specs = (
-        STREAM_PROFILES[profile] if profile else load_streams(path or load_common().streams_file)
-    )
+    specs = STREAM_PROFILES[profile] if profile else configured_streams(path)
     try:
         nc = await connect_nats(nats_config)
     except NATSConnectionError as exc:
@@ -87,7 +80,9 @@ async def _connected() -> tuple[PgStore, NatsPublisher]:
     settings, nats_config = load()
     store = PgStore(settings.dsn, pool_size=2, command_timeout=COMMAND_DB_TIMEOUT)
     await store.open()
-    publisher = NatsPublisher(nats_config, streams=_streams(), max_in_flight=1, publish_timeout=5)
+    publisher = NatsPublisher(
+        nats_config, streams=configured_streams(), max_in_flight=1, publish_timeout=5
+    )
     try:
         await publisher.connect()
     except RelayError:
@@ -120,7 +115,7 @@ async def check() -> int:
     try:
         await store.backlog()
         async with _nats_answers("stream coverage"):
-            await check_configured(publisher.jetstream, _streams())
+            await check_configured(publisher.jetstream, configured_streams())
     except (StoreError, ConfigError, PublishError) as exc:
         print(f"not ok: {exc}")
         return 1

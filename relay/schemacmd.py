@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from outbox_client.schemas import (
 from outbox_client.schemas import registry as kv_registry
 from outbox_client.schemas.asyncapi import asyncapi_document
 from relay.errors import ConfigError
-from relay.settings import load
+from relay.settings import load_nats
 
 DEFAULT_DIR = Path("schemas")
 
@@ -108,10 +107,7 @@ def _print_breaks(result: Review, what: str) -> None:
 
 
 def _nats_client() -> NATSClient:
-    _, nats_config = load(
-        {"database_url": os.environ.get("OUTBOX_DATABASE_URL", "postgresql://unused/unused")}
-    )
-    return NATSClient(nats_config)
+    return NATSClient(load_nats())
 
 
 async def publish() -> list[str]:

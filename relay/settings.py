@@ -20,6 +20,7 @@ from outbox_client.dburl import asyncpg_dsn
 from outbox_client.errors import OutboxError
 from outbox_client.nats_config import NATSConfig
 from outbox_client.redact import redact
+from outbox_client.streams import StreamConfig, load_streams
 from relay.errors import ConfigError
 
 _S = TypeVar("_S", bound=BaseSettings)
@@ -206,6 +207,12 @@ def _build(cls: type[_S], name: Any, **overrides: Any) -> _S:
 def load_common(**overrides: Any) -> CommonSettings:
     """Logging and streams settings, from the environment plus CLI flags (``None``: unset)."""
     return _build(CommonSettings, env_name, **overrides)
+
+
+def configured_streams(path: Path | None = None) -> tuple[StreamConfig, ...]:
+    """The streams the relay works with: those of ``path`` (``streams apply --file``), else of
+    ``RELAY_STREAMS_FILE``, else the product's defaults."""
+    return load_streams(path or load_common().streams_file)
 
 
 def load_database() -> DatabaseSettings:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.settings import RelaySettings
+from relay.settings import CommonSettings, RelaySettings
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def test_every_file_the_readme_cites_is_in_the_repository() -> None:
 
 
 def test_the_settings_table_lists_every_setting() -> None:
-    for name, field in RelaySettings.model_fields.items():
+    for name, field in (CommonSettings.model_fields | RelaySettings.model_fields).items():
         alias = field.validation_alias
         env = alias.choices[0] if alias is not None else f"RELAY_{name.upper()}"  # type: ignore[union-attr]
         assert f"`{env}`" in README, f"README does not document {env}"

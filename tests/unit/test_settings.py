@@ -202,3 +202,35 @@ def test_nats_enable_metrics_false_leaves_no_consumer_series() -> None:
     scraped = generate_latest(REGISTRY).decode()
     assert 'vertector_consumer_processed_total{consumer="metrics-on"}' in scraped
     assert 'consumer="metrics-off"' not in scraped
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    """Every variable the relay honours goes through relay/settings.py (its names, defaults,
+    validation and --help in one place): no other module of the relay touches os.environ."""
+    import ast
+
+    relay_dir = Path(__file__).resolve().parents[2] / "relay"
+    readers = []
+    for path in sorted(relay_dir.glob("*.py")):
+        if path.name == "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if name in ("environ", "getenv", "environb", "getenvb"):
+                readers.append(f"{path.name}:{node.lineno}")
+    assert readers == [], f"the environment is read outside relay/settings.py: {readers}"
+
+
+def test_the_streams_file_setting_names_the_streams(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outbox_client.streams import DEFAULT_STREAMS
+    from relay.settings import configured_streams
+
+    assert configured_streams() == tuple(DEFAULT_STREAMS)
+    mine = [{"name": "COURSES", "subjects": ["academic.course.>"]}]
+    (workdir / "streams.json").write_text(json.dumps(mine))
+    monkeypatch.setenv("RELAY_STREAMS_FILE", str(workdir / "streams.json"))
+    assert [s.name for s in configured_streams()] == ["COURSES"]
+    (workdir / "other.json").write_text(json.dumps([{"name": "OTHER", "subjects": ["x.>"]}]))
+    assert [s.name for s in configured_streams(workdir / "other.json")] == ["OTHER"]
