@@ -1,7 +1,8 @@
 """What the relay lets out, checked before a row is sent: the message policy of
 :mod:`outbox_client.policy` (reserved subjects and headers, sizes) plus the relay's own routes
-(a subject no configured stream captures is never published). A row that fails is poison:
-quarantined with the reason, never sent, never retried.
+(a subject no configured stream captures is never published). The checks answer why a row may
+not go; :func:`relay.classify.refused` makes that poison: quarantined with the reason, never
+sent, never retried.
 
 Rows come from a table any producer role may insert into, so nothing of a row is trusted until
 it has passed here: the headers may be any JSON value, the subject any text.
@@ -19,7 +20,7 @@ from outbox_client.policy import (
     route_problem,
 )
 from outbox_client.streams import StreamConfig
-from relay.ports import Failure, OutboxRow, Verdict
+from relay.ports import OutboxRow
 
 #: Subjects whose verdict is remembered; past this the memory is cleared (hostile rows may
 #: bring many distinct subjects, ordinary traffic few).
@@ -35,14 +36,14 @@ class Admission:
         self.streams = tuple(streams)
         self._routes: dict[str, str | None] = {}
 
-    def refusal(self, row: OutboxRow) -> Failure | None:
-        """A poison verdict when the stored row may not be published, else ``None``."""
+    def refusal(self, row: OutboxRow) -> str | None:
+        """Why the stored row may not be published, or ``None``."""
         problem = self._route_problem(row.subject)
         if problem is not None:
-            return Failure(Verdict.POISON, f"invalid subject: {problem}")
+            return f"invalid subject: {problem}"
         problem = headers_problem(row.headers)
         if problem is not None:
-            return Failure(Verdict.POISON, f"invalid headers: {problem}")
+            return f"invalid headers: {problem}"
         return None
 
     def _route_problem(self, subject: str) -> str | None:
@@ -68,18 +69,18 @@ def outgoing_headers(row: OutboxRow) -> dict[str, str]:
     return headers
 
 
-def oversize(row: OutboxRow, headers: Mapping[str, str], max_payload: int) -> Failure | None:
-    """Poison when the outgoing headers (the relay's own added) pass JetStream's header limit,
-    or payload and headers together the server's ``max_payload``: the server would answer the
-    latter by dropping the connection (nats-py checks the payload alone)."""
+def oversize(row: OutboxRow, headers: Mapping[str, str], max_payload: int) -> str | None:
+    """Why the message is too large: the outgoing headers (the relay's own added) pass
+    JetStream's header limit, or payload and headers together the server's ``max_payload``
+    (the server would answer that by dropping the connection; nats-py checks the payload
+    alone). ``None`` when it fits."""
     block = header_block_size(headers)
     if block > MAX_HEADER_BLOCK:
-        return Failure(Verdict.POISON, f"header block of {block} bytes (limit {MAX_HEADER_BLOCK})")
+        return f"header block of {block} bytes (limit {MAX_HEADER_BLOCK})"
     size = len(row.payload) + block
     if size > max_payload:
-        return Failure(
-            Verdict.POISON,
+        return (
             f"message of {size} bytes (payload {len(row.payload)} + headers) is over the "
-            f"server's max_payload of {max_payload}",
+            f"server's max_payload of {max_payload}"
         )
     return None

@@ -115,6 +115,12 @@ def judge_no_responders(answer: StreamAnswer, attempts: int) -> Failure:
             )
 
 
+def refused(reason: str) -> Failure:
+    """A row :mod:`relay.checks` will not let out (subject, headers, size): it can never be
+    published as it is, so it is quarantined with the reason."""
+    return Failure(Verdict.POISON, reason)
+
+
 def unavailable(exc: BaseException) -> Failure:
     """No connection to NATS could be had for the batch: every row of it waits, same id."""
     return Failure(Verdict.TRANSIENT, f"NATS unavailable: {exc}"[:300])

@@ -25,7 +25,15 @@ from outbox_client.streams import StreamConfig
 from outbox_client.tracing import relay_span_headers
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.checks import Admission, outgoing_headers, oversize
-from relay.classify import NOT_SENT, TIMEOUT, classify, judge, judge_no_responders, unavailable
+from relay.classify import (
+    NOT_SENT,
+    TIMEOUT,
+    classify,
+    judge,
+    judge_no_responders,
+    refused,
+    unavailable,
+)
 from relay.cloudevents import binary_headers
 from relay.errors import PublishError
 from relay.log import log_event
@@ -222,18 +230,18 @@ class NatsPublisher:
         futures: dict[asyncio.Future[Reply], int] = {}
         tracing = self.config.enable_tracing
         for index, row in enumerate(rows):
-            refused = self.admission.refusal(row)
-            if refused is not None:
-                results[index] = refused
+            problem = self.admission.refusal(row)
+            if problem is not None:
+                results[index] = refused(problem)
                 continue
             headers = outgoing_headers(row)
             if tracing and _TRACEPARENT in headers:
                 headers = relay_span_headers(headers, row.subject)
             if self.cloudevents:
                 headers.update(binary_headers(row))
-            refused = oversize(row, headers, max_payload)
-            if refused is not None:
-                results[index] = refused
+            problem = oversize(row, headers, max_payload)
+            if problem is not None:
+                results[index] = refused(problem)
                 continue
             inbox, future = self._acks.expect(row.subject)
             try:

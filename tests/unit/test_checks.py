@@ -12,8 +12,8 @@ from outbox_client.policy import header_block_size as header_size
 from outbox_client.policy import subject_problem
 from outbox_client.streams import DEFAULT_STREAMS
 from relay.checks import Admission, outgoing_headers, oversize
-from relay.classify import classify
-from relay.ports import OutboxRow, Verdict
+from relay.classify import classify, refused
+from relay.ports import Failure, OutboxRow, Verdict
 from relay.queries import all_queries, query
 
 
@@ -58,32 +58,31 @@ def test_msg_id_is_always_the_event_id() -> None:
 
 
 def test_a_forged_msg_id_is_refused_not_overwritten() -> None:
-    failure = Admission(DEFAULT_STREAMS).refusal(row(**{"Nats-Msg-Id": "forged"}))
-    assert failure is not None and failure.verdict is Verdict.POISON
-    assert "reserved" in failure.reason
+    reason = Admission(DEFAULT_STREAMS).refusal(row(**{"Nats-Msg-Id": "forged"}))
+    assert reason is not None and "reserved" in reason
+    assert refused(reason) == Failure(Verdict.POISON, reason)
 
 
 def test_oversize_counts_the_headers() -> None:
     r = row(payload=b"x" * 1000)
     headers = outgoing_headers(r)
     assert oversize(r, headers, 1000 + header_size(headers)) is None
-    failure = oversize(r, headers, 1000 + header_size(headers) - 1)
-    assert failure is not None and failure.verdict is Verdict.POISON
-    assert "over the server's max_payload" in failure.reason
+    reason = oversize(r, headers, 1000 + header_size(headers) - 1)
+    assert reason is not None and "over the server's max_payload" in reason
 
 
 def test_the_outgoing_header_block_is_held_to_jetstreams_limit() -> None:
     # Stored headers just under the limit; the relay's Nats-Msg-Id takes them over it.
     r = row(**{"Vertector-Padding": "x" * (65_535 - 12 - 4 - len("Vertector-Padding"))})
     assert Admission(DEFAULT_STREAMS).refusal(r) is None
-    failure = oversize(r, outgoing_headers(r), 10_000_000)
-    assert failure is not None and "header block of" in failure.reason
+    reason = oversize(r, outgoing_headers(r), 10_000_000)
+    assert reason is not None and "header block of" in reason
 
 
 def test_header_values_with_line_breaks_are_poison() -> None:
     r = row(**{"Vertector-Correlation-Id": "a\r\nInjected: yes"})
-    failure = Admission(DEFAULT_STREAMS).refusal(r)
-    assert failure is not None and failure.verdict is Verdict.POISON
+    reason = Admission(DEFAULT_STREAMS).refusal(r)
+    assert reason is not None and "invalid headers" in reason
 
 
 @pytest.mark.parametrize(
