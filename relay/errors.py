@@ -16,11 +16,12 @@ class StoreError(RelayError):
 
 
 class PublishError(RelayError):
-    """NATS could not take a message (retryable or poison: see ``relay.classify``)."""
+    """NATS could not be reached or its JetStream API did not answer. One message's failed
+    publish is not raised: it is a verdict (``relay.classify``)."""
 
 
-class StreamCoverageError(ConfigError):
-    """A subject of the event catalog is captured by no stream."""
+class MissingStreamError(ConfigError):
+    """A stream the relay is configured with does not exist on the server."""
 
 
 def cause(exc: BaseException, waited: float | None = None) -> str:

@@ -16,7 +16,7 @@ from nats.js.errors import NotFoundError
 
 from outbox_client.policy import route_problem
 from outbox_client.streams import StreamConfig
-from relay.errors import ConfigError, StreamCoverageError
+from relay.errors import ConfigError, MissingStreamError
 
 _RETENTION = {
     "limits": js_api.RetentionPolicy.LIMITS,
@@ -106,11 +106,11 @@ async def apply_streams(js: JetStreamContext, specs: Sequence[StreamConfig]) -> 
 
 
 async def check_configured(js: JetStreamContext, specs: Sequence[StreamConfig]) -> None:
-    """Raise :class:`StreamCoverageError` naming every configured stream the server lacks."""
+    """Raise :class:`MissingStreamError` naming every configured stream the server lacks."""
     have = {info.config.name for info in await js.streams_info()}
     missing = [spec.name for spec in specs if spec.name not in have]
     if missing:
-        raise StreamCoverageError(
+        raise MissingStreamError(
             f"configured stream(s) {', '.join(missing)} do not exist: run `vertector-relay "
             "streams apply` (or set RELAY_STREAMS_FILE to the streams you have) before starting "
             "the relay"

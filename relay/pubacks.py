@@ -22,7 +22,6 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from relay.ports import Stored
 
@@ -100,12 +99,11 @@ class PubAcks:
         self._next = 0
         self._futures: dict[str, asyncio.Future[Reply]] = {}
         self._by_subject: dict[str, deque[str]] = {}  # lower-cased subject -> tokens, oldest 1st
-        self._sub: Subscription | None = None
 
     async def start(self, nc: Client) -> None:
         """Subscribe on ``nc`` (nats-py re-subscribes by itself after a reconnect)."""
         self._prefix = nc.new_inbox()
-        self._sub = await nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+        await nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
 
     def expect(self, subject: str) -> tuple[str, asyncio.Future[Reply]]:
         """A reply subject for a publish to ``subject`` and the future its reply resolves."""

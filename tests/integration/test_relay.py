@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from outbox_client import CourseCreatedEvent, CourseUpdatedEvent, NoteCreatedEvent, enqueue
 from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
-from relay.errors import StreamCoverageError
+from relay.errors import MissingStreamError
 from tests.harness import asyncpg_url
 from tests.relayrun import (
     apply_default_streams,
@@ -248,7 +248,7 @@ async def test_run_refuses_to_start_when_a_configured_stream_is_missing(
     database_url: str, nats_url: str
 ) -> None:
     await apply_default_streams(nats_url, [s for s in DEFAULT_STREAMS if s.name != "NOTES_EVENTS"])
-    with pytest.raises(StreamCoverageError, match=r"NOTES_EVENTS.*streams apply"):
+    with pytest.raises(MissingStreamError, match=r"NOTES_EVENTS.*streams apply"):
         async with running_relay(database_url, nats_url):
             await asyncio.sleep(5)
 
