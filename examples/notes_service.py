@@ -9,7 +9,17 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, func
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -64,10 +74,12 @@ async def apply_event(conn: AsyncConnection, event: BaseEvent) -> None:
 
 _CREATE = insert(notebooks).on_conflict_do_nothing()
 _DELETE = notebooks.delete().where(notebooks.c.course_code == bindparam("code"))
-_ENTRY = (
-    notebooks.update()
-    .where(notebooks.c.course_code == bindparam("code"))
-    .values(entries=notebooks.c.entries + 1, updated_at=func.now())
+#: A run of entries in one statement: each course's count added at once (the same rows change
+#: as with one UPDATE per event, without a round of parameters per event).
+_ENTRIES = text(
+    "UPDATE demo_notebooks AS n SET entries = n.entries + c.n, updated_at = now() "
+    "FROM (SELECT code, count(*) AS n FROM unnest(CAST(:codes AS text[])) AS code "
+    "GROUP BY code) AS c WHERE n.course_code = c.code"
 )
 
 
@@ -81,7 +93,7 @@ async def apply_events(conn: AsyncConnection, events: Sequence[BaseEvent]) -> No
         elif kind == "delete":
             await conn.execute(_DELETE, rows)
         elif kind == "entry":
-            await conn.execute(_ENTRY, rows)
+            await conn.execute(_ENTRIES, {"codes": [row["code"] for row in rows]})
 
 
 def _kind(event: BaseEvent) -> str:
@@ -148,7 +160,7 @@ class NotesService:
         for delivery in deliveries:
             if delivery.event.event_id in self.applied:
                 self.duplicate_effects += 1  # the inbox failed its one job: counted, never hidden
-            stored = delivery.msg.metadata.timestamp.timestamp()
+            stored = delivery.meta.timestamp.timestamp()
             self.applied[delivery.event.event_id] = (stored, committed)
 
     def _skipped(self, deliveries: Sequence[Delivery]) -> None:

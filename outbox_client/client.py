@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +25,28 @@ from outbox_client.nats_config import NATSConfig
 logger = logging.getLogger("outbox_client.nats")
 
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, nats.errors.UnexpectedEOF)
+_WHITESPACE = re.compile(r"\s")  # on an ASCII name: what str.isspace() finds
+
+
+class _Client(Client):
+    """nats-py's client with a cheaper header parser: the same result (a unit test holds the
+    two side by side), but nats-py looks for whitespace in each header name one character
+    at a time through a generator, a tenth of a consumer's CPU at nine headers a message."""
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if _WHITESPACE.search(key) is None:
+                out[key] = value.strip().decode("utf-8", "replace")
+        return out
 
 
 class NATSConnectionError(OutboxError):
@@ -55,7 +78,7 @@ async def connect_nats(config: NATSConfig, **callbacks: Any) -> Client:
     options["error_cb"] = remember
     per_server = config.connect_timeout_seconds + config.reconnect_wait_seconds
     deadline = 2 * len(config.servers) * per_server + 1.0
-    nc = Client()
+    nc = _Client()
     try:
         await asyncio.wait_for(nc.connect(**options), deadline)
     except Exception as exc:  # nats-py raises OSError, its own errors, ssl errors, timeouts

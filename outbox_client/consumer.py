@@ -57,6 +57,7 @@ from outbox_client.events.base import BaseEvent
 from outbox_client.events.registry import decode_event
 from outbox_client.headers import Header
 from outbox_client.policy import MAX_HEADER_BLOCK, RESERVED_HEADER_PREFIX, header_block_size
+from outbox_client.pull import Puller
 from outbox_client.tracing import consumer_span
 
 logger = logging.getLogger("outbox_client.consumer")
@@ -150,22 +151,30 @@ class ConsumerConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Delivery:
-    """One decoded message: the event, the message it came in, and its partition key."""
+    """One decoded message: the event, the message it came in, its partition key and JetStream
+    metadata (each read once from the message), and whether handlers record a tracing span for
+    it (``NATS_ENABLE_TRACING``)."""
 
     event: BaseEvent
     msg: Msg
+    key: str
+    meta: Msg.Metadata
+    trace: bool = True
 
-    @property
-    def key(self) -> str:
-        return (self.msg.headers or {}).get(Header.PARTITION_KEY.value) or self.event.partition_key
+    @classmethod
+    def of(
+        cls, event: BaseEvent, msg: Msg, *, meta: Msg.Metadata | None = None, trace: bool = True
+    ) -> Delivery:
+        key = (msg.headers or {}).get(Header.PARTITION_KEY.value) or event.partition_key
+        return cls(event, msg, key, meta or msg.metadata, trace)
 
     @property
     def deliveries(self) -> int:
-        return int(self.msg.metadata.num_delivered)
+        return int(self.meta.num_delivered)
 
     @property
     def seq(self) -> int:
-        return int(self.msg.metadata.sequence.stream)
+        return int(self.meta.sequence.stream)
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,10 @@ class EventConsumer:
         self.ordered_restart = ordered_restart
         self._stop = asyncio.Event()
         self._blocked: dict[str, _Block] = {}
+        # Deliveries a message spent held back behind its key's failed one (stream seq ->
+        # count): they are not tries, so they count neither towards max_deliver nor as a
+        # redelivery to handle one at a time.
+        self._holds: dict[int, int] = {}
         self._batch_acked = 0
         self._batch_total = 0
         self.processed = 0
@@ -259,8 +272,7 @@ class EventConsumer:
 
     async def subscribe(self, handler: Handler, *, stop: asyncio.Event | None = None) -> None:
         """Consume until :meth:`stop` is called (or ``stop`` is set), one event at a time."""
-        tracing = self.client.config.enable_tracing
-        await self.subscribe_batches(_one_at_a_time(handler, tracing), stop=stop)
+        await self.subscribe_batches(_one_at_a_time(handler), stop=stop)
 
     async def subscribe_batches(
         self, handler: BatchHandler, *, stop: asyncio.Event | None = None
@@ -270,24 +282,25 @@ class EventConsumer:
         await self.ensure()
         if self.ordered_restart:
             await self._after_a_crash(stop)
-        sub = await self.client.js.pull_subscribe_bind(
-            durable=self.config.durable_name, stream=self.stream_name
-        )
+        puller = Puller(
+            self.client, self.stream_name, self.config.durable_name,
+            batch=self.batch_size, expires=self.fetch_timeout,
+        )  # fmt: skip
+        await puller.start()
         # fetch() returns at least every fetch_timeout, so a stop is noticed within that time.
         try:
             while not (self._stop.is_set() or (stop is not None and stop.is_set())):
                 try:
-                    msgs = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    # nats-py raises either, depending on where in fetch() time runs out.
-                    continue
+                    msgs = await puller.fetch(self.fetch_timeout)
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                     await asyncio.sleep(0.5)
                     continue
-                await self._handle_batch(msgs, handler)
+                if msgs:
+                    await self._handle_batch(msgs, handler)
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+            for msg in await puller.stop():  # delivered for the next fetch: back at once
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak()
 
     async def _after_a_crash(self, stop: asyncio.Event | None) -> None:
         """Messages delivered but never acknowledged (a consumer of this durable died holding
@@ -315,15 +328,15 @@ class EventConsumer:
             delivery = await self._decode(msg)
             if delivery is None or await self._held_back(delivery):
                 continue
-            (again if delivery.deliveries > 1 else fresh).append(delivery)
+            (again if self._tries(delivery) > 1 else fresh).append(delivery)
         # Redeliveries one at a time, each acknowledged before the next (see the docstring).
         spent_one = False
         for delivery in sorted(again, key=lambda d: d.seq):
-            if delivery.deliveries > self.config.max_deliver and not spent_one:
+            if self._tries(delivery) > self.config.max_deliver and not spent_one:
                 spent_one = True
                 await self._dead_letter(
                     delivery.msg,
-                    f"delivered {delivery.deliveries} times without an outcome (max_deliver "
+                    f"delivered {self._tries(delivery)} times without an outcome (max_deliver "
                     f"{self.config.max_deliver}): the consumer stopped while handling it",
                 )
                 self._resolved(delivery)
@@ -336,7 +349,8 @@ class EventConsumer:
 
     async def _decode(self, msg: Msg) -> Delivery | None:
         """The message as an event of its subject, or ``None`` after dead-lettering it."""
-        if msg.metadata.num_delivered > 1:
+        meta = msg.metadata  # parsed from the reply subject at each access: once here
+        if meta.num_delivered > 1:
             self.redelivered += 1
         try:
             event = decode_event(msg.data, unknown=self.unknown)
@@ -350,7 +364,7 @@ class EventConsumer:
                 "(the body's event_type must be its subject)",
             )
             return None
-        return Delivery(event, msg)
+        return Delivery.of(event, msg, meta=meta, trace=self.client.config.enable_tracing)
 
     async def _held_back(self, delivery: Delivery) -> bool:
         """Nak a message whose key waits behind an earlier failed one."""
@@ -360,10 +374,20 @@ class EventConsumer:
         if time.monotonic() > block.until:  # its failed message went to another process
             del self._blocked[delivery.key]
             return False
-        await delivery.msg.nak(delay=block.delay)
+        await self._hold(delivery, block.delay)
         return True
 
+    async def _hold(self, delivery: Delivery, delay: float) -> None:
+        self._holds[delivery.seq] = self._holds.get(delivery.seq, 0) + 1
+        await delivery.msg.nak(delay=delay)
+
+    def _tries(self, delivery: Delivery) -> int:
+        """Deliveries of ``delivery`` that were tries: those it spent held back in this
+        process do not count (a restart forgets them: they count then)."""
+        return delivery.deliveries - self._holds.get(delivery.seq, 0)
+
     def _resolved(self, delivery: Delivery) -> None:
+        self._holds.pop(delivery.seq, None)
         block = self._blocked.get(delivery.key)
         if block is not None and block.seq == delivery.seq:
             del self._blocked[delivery.key]
@@ -393,7 +417,7 @@ class EventConsumer:
             if await self._failed(failed, outcome.error):
                 held = [d for d in rest if d.key == failed.key]
                 for delivery in held:
-                    await delivery.msg.nak(delay=self._blocked[failed.key].delay)
+                    await self._hold(delivery, self._blocked[failed.key].delay)
                 rest = [d for d in rest if d.key != failed.key]
             else:
                 self._resolved(failed)
@@ -414,7 +438,7 @@ class EventConsumer:
     async def _failed(self, delivery: Delivery, exc: Exception) -> bool:
         """Dead-letter or nak a message whose handler failed; ``True`` when it will retry."""
         self.failed += 1
-        msg, deliveries = delivery.msg, delivery.deliveries
+        msg, deliveries = delivery.msg, self._tries(delivery)
         if isinstance(exc, PermanentError):
             await self._dead_letter(msg, f"permanent: {exc}")
             return False
@@ -457,13 +481,13 @@ class EventConsumer:
             await msg.term()
 
 
-def _one_at_a_time(handler: Handler, tracing: bool) -> BatchHandler:
+def _one_at_a_time(handler: Handler) -> BatchHandler:
     """A per-event handler as a batch handler (each event settles on its own)."""
 
     async def handle(deliveries: Sequence[Delivery]) -> BatchOutcome:
         for done, delivery in enumerate(deliveries):
             try:
-                with consumer_span(delivery.msg.headers, delivery.event.event_type, tracing):
+                with consumer_span(delivery.msg.headers, delivery.event.event_type, delivery.trace):
                     await handler(delivery.event, delivery.msg)
             except Exception as exc:  # the handler's failure is a retry, by contract
                 return BatchOutcome(done, exc)

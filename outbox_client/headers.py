@@ -27,6 +27,6 @@ PRODUCED_BY_OUTBOX_CLIENT = "outbox_client"
 
 def check_header_value(name: str, value: str) -> str:
     """Reject what nats-py would silently mangle (it turns CR/LF into spaces)."""
-    if any(ch in value for ch in "\r\n\0"):
+    if "\r" in value or "\n" in value or "\0" in value:  # every header of every event: no genexpr
         raise ValueError(f"header {name!r} must not contain CR, LF or NUL characters")
     return value

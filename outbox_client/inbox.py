@@ -64,7 +64,7 @@ def _per_event(effect: Effect | None) -> _Apply:
     async def apply(conn: AsyncConnection, deliveries: Sequence[Delivery]) -> None:
         for index, delivery in enumerate(deliveries):
             try:
-                with consumer_span(delivery.msg.headers, delivery.event.event_type):
+                with consumer_span(delivery.msg.headers, delivery.event.event_type, delivery.trace):
                     await effect(conn, delivery.event)
             except Exception as exc:  # the effect's failure is the event's, by contract
                 raise _EffectFailed(index, exc) from exc

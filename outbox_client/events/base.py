@@ -152,23 +152,28 @@ class UpdatedEvent(BaseEvent):
 
     @model_validator(mode="after")
     def _at_least_one_change(self) -> UpdatedEvent:
-        if not self.changed_fields():
-            names = ", ".join(self._change_field_names())
-            raise ValueError(
-                f"{type(self).__name__} carries no change: set at least one of {names}"
-            )
-        return self
+        names = self._change_field_names()
+        for name in names:  # a loop, not a generator: every decoded update runs this
+            if getattr(self, name) is not None:
+                return self
+        raise ValueError(
+            f"{type(self).__name__} carries no change: set at least one of {', '.join(names)}"
+        )
 
     @classmethod
-    def _change_field_names(cls) -> set[str]:
+    def _change_field_names(cls) -> tuple[str, ...]:
         # Changes are the optional fields; required ones (the key, its parent) give context.
-        return {
-            name
-            for name, info in cls.model_fields.items()
-            if name not in BaseEvent.model_fields
-            and not info.is_required()
-            and info.default is None
-        }
+        # Worked out once per class: every decoded update asks.
+        names = _CHANGE_FIELDS.get(cls)
+        if names is None:
+            names = _CHANGE_FIELDS[cls] = tuple(
+                name
+                for name, info in cls.model_fields.items()
+                if name not in BaseEvent.model_fields
+                and not info.is_required()
+                and info.default is None
+            )
+        return names
 
     def changed_fields(self) -> dict[str, Any]:
         """The changed fields and their new values."""

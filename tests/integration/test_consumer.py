@@ -58,6 +58,16 @@ async def consuming(consumer: EventConsumer, handler: object) -> AsyncIterator[a
         await asyncio.wait_for(task, 10)
 
 
+async def publish_as_the_relay(client: NATSClient, events: Sequence[BaseEvent]) -> None:
+    """What the relay sends: the partition key and the event id travel as headers."""
+    for e in events:
+        headers = e.nats_headers() | {
+            "Vertector-Partition-Key": e.partition_key,
+            "Nats-Msg-Id": str(e.event_id),
+        }
+        await client.js.publish(e.subject, e.to_bytes(), headers=headers)
+
+
 async def until(predicate: object, timeout: float = 15) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -266,14 +276,7 @@ async def test_concurrent_consumer_keeps_each_key_in_order(nats_url: str) -> Non
             CourseUpdatedEvent(course_code=f"K{k}", credits=i)
             for i in range(1, 21) for k in range(6)
         ]  # fmt: skip
-        # What the relay sends: the partition key travels as a header.
-        for e in events:
-            await client.js.publish(
-                e.subject,
-                e.to_bytes(),
-                headers=e.nats_headers()
-                | {"Vertector-Partition-Key": e.partition_key, "Nats-Msg-Id": str(e.event_id)},
-            )
+        await publish_as_the_relay(client, events)
         consumer = EventConsumer(
             client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name="notes"),
             batch_size=50, concurrency=4, fetch_timeout=0.2,
@@ -414,12 +417,7 @@ async def test_a_batch_failing_half_way_commits_the_rest_and_keeps_each_key_in_o
         events = [
             CourseUpdatedEvent(course_code=key, credits=i) for i in range(1, 7) for key in "AB"
         ]
-        for e in events:
-            await client.js.publish(
-                e.subject, e.to_bytes(),
-                headers=e.nats_headers()
-                | {"Vertector-Partition-Key": e.partition_key, "Nats-Msg-Id": str(e.event_id)},
-            )  # fmt: skip
+        await publish_as_the_relay(client, events)
         consumer = EventConsumer(
             client, "ACADEMIC_EVENTS",
             ConsumerConfig(durable_name="notes", nak_backoff_seconds=(0.2,)),
@@ -443,3 +441,38 @@ async def test_a_batch_failing_half_way_commits_the_rest_and_keeps_each_key_in_o
     else:
         assert log.index(("A", 6)) < log.index(("B", 3))  # B3 retried after a nak
         assert consumer.failed == 1 and consumer.redelivered >= 1
+
+
+async def test_messages_held_back_behind_a_failing_one_do_not_spend_its_deliveries(
+    nats_url: str,
+) -> None:
+    """B1 fails until it is dead-lettered; B2 and B3 are nak'ed behind it each time they come
+    while it is pending. Those deliveries are not tries: B2 and B3 are applied after it, not
+    dead-lettered for having been delivered more than max_deliver times."""
+    await apply_default_streams(nats_url)
+    applied: list[tuple[str, int]] = []
+
+    async def handler(event: BaseEvent, msg: Msg) -> None:
+        assert isinstance(event, CourseUpdatedEvent)
+        if event.course_code == "B" and event.credits == 1:
+            raise ConnectionError("B1 never works")
+        applied.append((event.course_code, event.credits or 0))
+
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        events = [CourseUpdatedEvent(course_code=k, credits=i) for i in (1, 2, 3) for k in "AB"]
+        await publish_as_the_relay(client, events)
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS",
+            ConsumerConfig(durable_name="notes", max_deliver=2, nak_backoff_seconds=(0.1,)),
+            batch_size=50, fetch_timeout=0.2,
+        )  # fmt: skip
+        async with consuming(consumer, handler):
+            await until(lambda: len(applied) == 5)
+        info = await client.js.stream_info("DEAD_LETTERS")
+        letter = await client.js.get_msg("DEAD_LETTERS", info.state.last_seq)
+    assert [p for k, p in applied if k == "A"] == [1, 2, 3]
+    assert [p for k, p in applied if k == "B"] == [2, 3]
+    assert consumer.dead_lettered == info.state.messages == 1
+    assert letter.headers is not None
+    assert letter.headers["Vertector-Dead-Reason"].startswith("failed 2 deliveries")
+    assert int(letter.headers["Vertector-Deliveries"]) == 2

@@ -9,6 +9,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox_client import (
     BaseEvent,
@@ -16,6 +17,7 @@ from outbox_client import (
     CourseCreatedEvent,
     EventConsumer,
     EventPublisher,
+    Inbox,
     NATSClient,
     NATSConfig,
     enqueue,
@@ -77,16 +79,19 @@ async def test_trace_id_flows_from_enqueue_to_the_handler(database_url: str, nat
     )
 
 
+async def _publish_in_a_span(client: NATSClient, code: str) -> None:
+    with trace.get_tracer("schedule-service").start_as_current_span("POST /courses"):
+        await EventPublisher(client).publish(CourseCreatedEvent(
+            course_code=code, course_name="Tracing", semester="F", credits=1, instructor="X",
+        ))  # fmt: skip
+
+
 async def _publish_and_consume(nats_url: str, tracing: bool, durable: str) -> dict[str, str]:
     """Publish one event with EventPublisher inside a span and consume it; the headers seen."""
     config = NATSConfig(servers=[nats_url], enable_tracing=tracing)
     headers: dict[str, str] = {}
     async with NATSClient(config) as client:
-        with trace.get_tracer("schedule-service").start_as_current_span("POST /courses"):
-            await EventPublisher(client).publish(CourseCreatedEvent(
-                course_code="TR2", course_name="Tracing", semester="F", credits=1,
-                instructor="X",
-            ))  # fmt: skip
+        await _publish_in_a_span(client, "TR2")
 
         async def handler(event: BaseEvent, msg: Msg) -> None:
             headers.update(msg.headers or {})
@@ -110,4 +115,34 @@ async def test_nats_enable_tracing_is_honoured_by_event_publisher_and_consumer(
 
     EXPORTER.clear()
     assert "traceparent" not in await _publish_and_consume(nats_url, False, "tracing")
+    assert "consume academic.course.created" not in {s.name for s in EXPORTER.get_finished_spans()}
+
+
+async def _through_the_inbox(nats_url: str, database_url: str, tracing: bool) -> None:
+    """Publish one event inside a span and apply it with Inbox.batch_handler(effect)."""
+    config = NATSConfig(servers=[nats_url], enable_tracing=tracing)
+    async with NATSClient(config) as client, engine(database_url) as eng:
+        await _publish_in_a_span(client, "TR3")
+
+        async def effect(conn: AsyncConnection, event: BaseEvent) -> None:
+            consumer.stop()
+
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name="inbox-tracing"),
+            fetch_timeout=0.2,
+        )  # fmt: skip
+        handler = Inbox(eng, consumer=f"inbox-{tracing}").batch_handler(effect)
+        await asyncio.wait_for(consumer.subscribe_batches(handler), 30)
+        assert consumer.processed == 1
+
+
+async def test_inbox_spans_follow_nats_enable_tracing(nats_url: str, database_url: str) -> None:
+    provider()
+    await apply_default_streams(nats_url)
+    EXPORTER.clear()
+    await _through_the_inbox(nats_url, database_url, True)
+    assert "consume academic.course.created" in {s.name for s in EXPORTER.get_finished_spans()}
+
+    EXPORTER.clear()
+    await _through_the_inbox(nats_url, database_url, False)
     assert "consume academic.course.created" not in {s.name for s in EXPORTER.get_finished_spans()}

@@ -1,0 +1,85 @@
+"""Pull requests for ``EventConsumer``: what has arrived, as soon as anything has.
+
+nats-py's ``PullSubscription.fetch(n)`` keeps waiting for all ``n`` messages (or its timeout)
+once the first one has come, and spends two tasks per message: a consumer at 1,000 events/s
+waits on a batch that will not fill, and one draining a backlog spends a good part of its CPU
+on the waiting. :class:`Puller` keeps one pull request of ``batch`` messages outstanding on an
+inbox of its own; :meth:`Puller.fetch` returns everything delivered so far as soon as there is
+anything, and asks again when the request is used up or has expired. Messages delivered while
+the caller applies the previous ones are waiting at the next ``fetch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api as js_api
+
+from outbox_client.client import NATSClient
+
+
+class Puller:
+    """One durable's messages, ``batch`` per pull request, each request alive ``expires`` s."""
+
+    def __init__(
+        self, client: NATSClient, stream: str, durable: str, *, batch: int, expires: float
+    ) -> None:
+        self._nc = client.nc
+        self._subject = f"{js_api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._batch = batch
+        self._expires = expires
+        self._inbox = self._nc.new_inbox()
+        self._sub: Subscription | None = None
+        self._ready: list[Msg] = []
+        self._arrived = asyncio.Event()
+        self._owed = 0  # messages the outstanding request may still bring
+        self._until = 0.0  # when it expires (monotonic)
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    async def stop(self) -> list[Msg]:
+        """Unsubscribe; returns the messages delivered but not fetched (to be nak'ed)."""
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+            self._sub = None
+        left, self._ready = self._ready, []
+        return left
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if msg.reply:  # a stored message (its reply subject is its ack subject)
+            self._ready.append(msg)
+            self._owed -= 1
+        elif (msg.headers or {}).get(js_api.Header.STATUS) != "100":
+            # 404/408/409: no messages, request expired, or ended by the server; 100 is an
+            # idle heartbeat and changes nothing.
+            self._owed = 0
+        self._arrived.set()
+
+    async def fetch(self, wait: float) -> list[Msg]:
+        """The messages delivered so far, waiting up to ``wait`` s for the first one
+        (``[]`` when none came)."""
+        deadline = time.monotonic() + wait
+        while not self._ready:
+            now = time.monotonic()
+            if now >= deadline:
+                return []
+            if self._owed <= 0 or now >= self._until:
+                await self._request(now)
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(deadline, self._until) - now)
+        msgs, self._ready = self._ready, []
+        return msgs
+
+    async def _request(self, now: float) -> None:
+        request = {"batch": self._batch, "expires": int(self._expires * 1e9)}
+        await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
+        self._owed, self._until = self._batch, now + self._expires
