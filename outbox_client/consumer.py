@@ -70,6 +70,9 @@ DEAD_LETTER_PREFIX = "deadletter"
 PAYLOAD_OMITTED_HEADER = "Vertector-Dead-Payload"
 
 
+#: Fewest events a lane of a fetched batch gets before the batch is split into more lanes.
+LANE_MIN = 32
+
 HANDLER_SECONDS = Histogram(
     "vertector_consumer_handler_seconds",
     "Time a handler took for one message",
@@ -342,9 +345,12 @@ class EventConsumer:
                 self._resolved(delivery)
                 continue
             await self._run_lane([delivery], handler, flush=True)
+        # A lane is a transaction: a small batch (a consumer keeping pace) is one, a backlog's
+        # batch is spread over up to ``concurrency`` lanes of at least LANE_MIN events each.
+        count = max(1, min(self.concurrency, len(fresh) // LANE_MIN))
         lanes: dict[int, list[Delivery]] = {}
         for delivery in fresh:
-            lanes.setdefault(hash(delivery.key) % self.concurrency, []).append(delivery)
+            lanes.setdefault(hash(delivery.key) % count, []).append(delivery)
         await asyncio.gather(*(self._run_lane(lane, handler) for lane in lanes.values()))
 
     async def _decode(self, msg: Msg) -> Delivery | None:
@@ -504,7 +510,7 @@ def _explain(exc: nats.js.errors.BadRequestError, stream: str, config: ConsumerC
             "stream and another service's durable already takes these subjects (JetStream "
             "error 10100: each message of a work queue goes to one consumer). For several "
             "services on the same events, apply the fan-out profile (`vertector-relay streams "
-            "apply --profile fanout`: interest retention) or give each service its own subjects"
+            "apply --profile fanout`: limits retention) or give each service its own subjects"
         )
     return exc
 
