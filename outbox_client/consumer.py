@@ -26,9 +26,11 @@ is the first unresolved one at the next start (with ``ordered_restart``, a start
 ``ack_wait`` when the durable holds unacknowledged messages, so that newer messages of their
 keys do not overtake them: meant for one process per durable, as a sibling's in-flight
 messages look the same); one
-delivered more than ``max_deliver`` times without an outcome is dead-lettered without running
-the handler again. A poison message
-therefore costs at most ``max_deliver + 1`` deliveries, never a crash loop.
+delivered more than ``max_deliver`` times without an outcome, and the oldest the durable has
+not settled, is dead-lettered without running the handler again (messages merely in flight
+behind it when the process died run as usual). A poison message therefore costs
+``max_deliver + 1`` deliveries (at most ``2 * max_deliver + 1`` whatever its place), never a
+crash loop.
 """
 
 from __future__ import annotations
@@ -335,7 +337,7 @@ class EventConsumer:
         # Redeliveries one at a time, each acknowledged before the next (see the docstring).
         spent_one = False
         for delivery in sorted(again, key=lambda d: d.seq):
-            if self._tries(delivery) > self.config.max_deliver and not spent_one:
+            if not spent_one and await self._stopped_the_consumer(delivery):
                 spent_one = True
                 await self._dead_letter(
                     delivery.msg,
@@ -352,6 +354,22 @@ class EventConsumer:
         for delivery in fresh:
             lanes.setdefault(hash(delivery.key) % count, []).append(delivery)
         await asyncio.gather(*(self._run_lane(lane, handler) for lane in lanes.values()))
+
+    async def _stopped_the_consumer(self, delivery: Delivery) -> bool:
+        """Whether a redelivered message is one that stopped the consumer ``max_deliver``
+        times: delivered more often than that, and the oldest message the durable has not
+        settled (its ack floor's next). Messages that were merely in flight behind it when the
+        process died have the same delivery count but come after it: they run (if one of them
+        kills too, it is the oldest at a later start). Past twice ``max_deliver`` it counts
+        whatever its place, so that a poison message costs a bounded number of deliveries."""
+        tries = self._tries(delivery)
+        if tries <= self.config.max_deliver:
+            return False
+        if tries > 2 * self.config.max_deliver:
+            return True
+        info = await self.client.js.consumer_info(self.stream_name, self.config.durable_name)
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else None
+        return delivery.seq <= (floor or 0) + 1
 
     async def _decode(self, msg: Msg) -> Delivery | None:
         """The message as an event of its subject, or ``None`` after dead-lettering it."""

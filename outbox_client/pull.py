@@ -40,6 +40,7 @@ class Puller:
         self._arrived = asyncio.Event()
         self._owed = 0  # messages the outstanding request may still bring
         self._until = 0.0  # when it expires (monotonic)
+        self._quiet_until = 0.0  # no new request before (the server ended one early)
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
@@ -57,9 +58,12 @@ class Puller:
         if msg.reply:  # a stored message (its reply subject is its ack subject)
             self._ready.append(msg)
             self._owed -= 1
-        elif (msg.headers or {}).get(js_api.Header.STATUS) != "100":
-            # 404/408/409: no messages, request expired, or ended by the server; 100 is an
-            # idle heartbeat and changes nothing.
+        else:
+            status = (msg.headers or {}).get(js_api.Header.STATUS)
+            if status == "100":  # an idle heartbeat changes nothing
+                return
+            if status != "408":  # ended by the server (409: leadership change, ...): do not
+                self._quiet_until = self._until  # ask again at once, over and over
             self._owed = 0
         self._arrived.set()
 
@@ -71,11 +75,12 @@ class Puller:
             now = time.monotonic()
             if now >= deadline:
                 return []
-            if self._owed <= 0 or now >= self._until:
+            if (self._owed <= 0 or now >= self._until) and now >= self._quiet_until:
                 await self._request(now)
             self._arrived.clear()
+            until = max(self._until, self._quiet_until)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), min(deadline, self._until) - now)
+                await asyncio.wait_for(self._arrived.wait(), min(deadline, until) - now)
         msgs, self._ready = self._ready, []
         return msgs
 

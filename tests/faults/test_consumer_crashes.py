@@ -72,7 +72,9 @@ async def until_logged(database_url: str, expected: int, proc: ModuleProcess) ->
     deadline = loop.time() + 90
     while len(await crash_log(database_url)) < expected:
         assert proc.alive, f"the consumer stopped:\n{proc.output()[-3000:]}"
-        assert loop.time() < deadline, "the consumer did not catch up within 90 s"
+        assert loop.time() < deadline, (
+            f"the consumer did not catch up within 90 s:\n{proc.output()[-3000:]}"
+        )
         await asyncio.sleep(0.2)
 
 
@@ -141,6 +143,15 @@ async def test_a_message_that_kills_its_consumer_is_dead_lettered_after_max_deli
     assert_exactly_once_in_order(await crash_log(database_url), ids + later)
     async with jetstream(nats_url) as js:
         letter = await js.get_msg("DEAD_LETTERS", 1)
+        durable = await js.consumer_info("ACADEMIC_EVENTS", "notes-service-consumer")
+        left = (await js.stream_info("ACADEMIC_EVENTS")).state.messages
+        letters = (await js.stream_info("DEAD_LETTERS")).state.messages
+    # The server side: its redelivery is unlimited (the consumer counts deliveries and
+    # dead-letters; a server-side limit would drop the message with no dead letter), and nothing
+    # is left to loop: the poison message was terminated, every other one acknowledged.
+    assert durable.config.max_deliver == -1
+    assert durable.num_ack_pending == durable.num_pending == left == 0
+    assert letters == 1, "a message in flight behind the poison one was dead-lettered with it"
     assert letter.headers is not None
     assert letter.headers["Nats-Msg-Id"].endswith(poison[0])
     assert "without an outcome" in letter.headers["Vertector-Dead-Reason"]
