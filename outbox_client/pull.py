@@ -1,12 +1,12 @@
 """Pull requests for ``EventConsumer``: what has arrived, as soon as anything has.
 
-nats-py's ``PullSubscription.fetch(n)`` keeps waiting for all ``n`` messages (or its timeout)
-once the first one has come, and spends two tasks per message: a consumer at 1,000 events/s
-waits on a batch that will not fill, and one draining a backlog spends a good part of its CPU
-on the waiting. :class:`Puller` keeps one pull request of ``batch`` messages outstanding on an
-inbox of its own; :meth:`Puller.fetch` returns everything delivered so far as soon as there is
-anything, and asks again when the request is used up or has expired. Messages delivered while
-the caller applies the previous ones are waiting at the next ``fetch``.
+nats-py's ``PullSubscription.fetch(n)`` spends two tasks per message (``next_msg`` wraps a
+``wait_for`` in a task) and asks the server anew at each call: a consumer draining a backlog
+spent a good part of its CPU there. :class:`Puller` keeps one pull request of ``batch`` messages
+outstanding on an inbox of its own, takes messages in a subscription callback, and
+:meth:`Puller.fetch` returns everything delivered so far as soon as there is anything, asking
+again when the request is used up or has expired. Messages delivered while the caller applies
+the previous ones are waiting at the next ``fetch`` (the network works while the database does).
 """
 
 from __future__ import annotations

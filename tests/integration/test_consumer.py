@@ -476,29 +476,3 @@ async def test_messages_held_back_behind_a_failing_one_do_not_spend_its_deliveri
     assert letter.headers is not None
     assert letter.headers["Vertector-Dead-Reason"].startswith("failed 2 deliveries")
     assert int(letter.headers["Vertector-Deliveries"]) == 2
-
-
-async def test_a_message_is_handled_when_it_arrives_not_when_the_batch_would_fill(
-    nats_url: str,
-) -> None:
-    """An idle consumer (batch 256, fetch_timeout 5 s) hands a lone message over at once: a
-    fetch that waited for the batch to fill would hold it for the whole fetch_timeout."""
-    await apply_default_streams(nats_url)
-    handled: dict[str, float] = {}
-
-    async def handler(event: BaseEvent, msg: Msg) -> None:
-        handled[event.course_code] = asyncio.get_running_loop().time()  # type: ignore[attr-defined]
-
-    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
-        consumer = EventConsumer(
-            client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name="notes"),
-            batch_size=256, fetch_timeout=5.0,
-        )  # fmt: skip
-        publisher = EventPublisher(client)
-        async with consuming(consumer, handler):
-            await publisher.publish(course("FIRST"))
-            await until(lambda: "FIRST" in handled)  # now idle, its pull request waiting
-            sent = asyncio.get_running_loop().time()
-            await publisher.publish(course("LONE"))
-            await until(lambda: "LONE" in handled)
-    assert handled["LONE"] - sent < 1.0, f"held {handled['LONE'] - sent:.2f} s"
