@@ -27,8 +27,8 @@ is the first unresolved one at the next start (with ``ordered_restart``, a start
 keys do not overtake them: meant for one process per durable, as a sibling's in-flight
 messages look the same); one
 delivered more than ``max_deliver`` times without an outcome, and the oldest the durable has
-not settled, is dead-lettered without running the handler again (messages merely in flight
-behind it when the process died run as usual). A poison message therefore costs
+not settled, is dead-lettered without running the handler again, one such message per start
+(messages merely in flight with it when the process died share its count and run as usual). A poison message therefore costs
 ``max_deliver + 1`` deliveries (at most ``2 * max_deliver + 1`` whatever its place), never a
 crash loop.
 """
@@ -243,6 +243,10 @@ class EventConsumer:
         # count): they are not tries, so they count neither towards max_deliver nor as a
         # redelivery to handle one at a time.
         self._holds: dict[int, int] = {}
+        # One message per start is dead-lettered as the one that stopped the consumer: those
+        # in flight with it share its delivery count, and run (one that kills is the first
+        # at the next start).
+        self._spent_one = False
         self._batch_acked = 0
         self._batch_total = 0
         self.processed = 0
@@ -285,6 +289,7 @@ class EventConsumer:
         """Consume until stopped, handing each lane of a fetched batch to ``handler`` at once
         (e.g. ``Inbox.batch_handler``: one transaction per lane)."""
         await self.ensure()
+        self._spent_one = False
         if self.ordered_restart:
             await self._after_a_crash(stop)
         puller = Puller(
@@ -335,10 +340,9 @@ class EventConsumer:
                 continue
             (again if self._tries(delivery) > 1 else fresh).append(delivery)
         # Redeliveries one at a time, each acknowledged before the next (see the docstring).
-        spent_one = False
         for delivery in sorted(again, key=lambda d: d.seq):
-            if not spent_one and await self._stopped_the_consumer(delivery):
-                spent_one = True
+            if not self._spent_one and await self._stopped_the_consumer(delivery):
+                self._spent_one = True
                 await self._dead_letter(
                     delivery.msg,
                     f"delivered {self._tries(delivery)} times without an outcome (max_deliver "
@@ -360,8 +364,9 @@ class EventConsumer:
         times: delivered more often than that, and the oldest message the durable has not
         settled (its ack floor's next). Messages that were merely in flight behind it when the
         process died have the same delivery count but come after it: they run (if one of them
-        kills too, it is the oldest at a later start). Past twice ``max_deliver`` it counts
-        whatever its place, so that a poison message costs a bounded number of deliveries."""
+        kills too, it is the first such message at a later start). Past twice ``max_deliver``
+        it counts whatever its place, so that a poison message costs a bounded number of
+        deliveries. The caller asks for one message per start."""
         tries = self._tries(delivery)
         if tries <= self.config.max_deliver:
             return False
