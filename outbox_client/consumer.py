@@ -28,9 +28,9 @@ keys do not overtake them: meant for one process per durable, as a sibling's in-
 messages look the same); one
 delivered more than ``max_deliver`` times without an outcome, and the oldest the durable has
 not settled, is dead-lettered without running the handler again, one such message per start
-(messages merely in flight with it when the process died share its count and run as usual). A poison message therefore costs
-``max_deliver + 1`` deliveries (at most ``2 * max_deliver + 1`` whatever its place), never a
-crash loop.
+(messages merely in flight with it when the process died share its count and run as usual).
+A poison message therefore costs ``max_deliver + 1`` deliveries (at most
+``2 * max_deliver + 1`` whatever its place), never a crash loop.
 """
 
 from __future__ import annotations
