@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test demo bench bench-contracts soak failover lint fmt clean unit integration faults deploy-check
+.PHONY: test demo bench bench-wal bench-contracts soak failover lint fmt clean unit integration faults deploy-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+bench-wal: $(STAMP)
+	$(PY) -m bench.wal
 
 bench-contracts: $(STAMP)
 	$(PY) -m bench.contracts

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devtools.processes import RelayProcess
 from outbox_client import CourseUpdatedEvent, enqueue
+from outbox_client.capture import capture_mode
 
 #: Short leases and timeouts, so that each fault shows its effect in seconds.
 FAULT_SETTINGS = {
@@ -52,12 +53,14 @@ class Workload:
     committed: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
     rolled_back: set[uuid.UUID] = field(default_factory=set)
     unknown: set[uuid.UUID] = field(default_factory=set)  # the database failed mid-commit
+    wal_end: int = 0  # WAL capture: a position before the end of the last commit
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _producer(self, p: int, limit: int | None) -> None:
         rng = random.Random(p)
         seqs = dict.fromkeys((f"P{p}K{k}" for k in range(self.keys_per_producer)), 0)
         done = 0
+        wal = capture_mode() == "wal"
         while not self._stop.is_set() and (limit is None or done < limit):
             key = rng.choice(list(seqs))
             events = []
@@ -73,6 +76,10 @@ class Workload:
                     for event in events:
                         await enqueue(conn, event)
                     await asyncio.sleep(rng.random() * self.jitter)
+                    if wal and not rollback:
+                        # Its commit ends after this: the slot is drained once confirmed past.
+                        lsn = await conn.scalar(text(_INSERT_LSN))
+                        self.wal_end = max(self.wal_end, int(lsn))
                     if rollback:
                         await trans.rollback()
                     else:
@@ -139,7 +146,19 @@ def check(workload: Workload, stream: list[tuple[uuid.UUID, str, int]]) -> Deliv
     return DeliveryReport(lost, duplicates, phantoms, violations, len(seen & committed), examples)
 
 
-async def _unsent(engine: AsyncEngine) -> int:
+_INSERT_LSN = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
+_SLOT_BEHIND = (
+    "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+    " AND (confirmed_flush_lsn - '0/0'::pg_lsn) < :end"
+)
+
+
+async def _unsent(engine: AsyncEngine, wal_end: int = 0) -> int:
+    """Rows not yet sent (table capture), or 1 while the slot is not confirmed past the last
+    commit (WAL capture: there are no rows to count)."""
+    if capture_mode() == "wal":
+        async with engine.connect() as conn:
+            return int((await conn.execute(text(_SLOT_BEHIND), {"end": wal_end})).scalar_one())
     async with engine.connect() as conn:
         result = await conn.execute(
             text(
@@ -240,7 +259,8 @@ async def wait_drained(nats_url: str, workload: Workload, timeout: float = 90) -
         js = nc.jetstream()
         while loop.time() < deadline:
             stored = (await js.stream_info("ACADEMIC_EVENTS")).state.messages
-            if stored >= len(workload.committed) and not await _unsent(workload.engine):
+            drained = not await _unsent(workload.engine, workload.wal_end)
+            if stored >= len(workload.committed) and drained:
                 break
             await asyncio.sleep(0.2)
     finally:

@@ -210,11 +210,19 @@ class EmbeddedPostgres(ChildProcess):
     cache), which is all tests and the demo need; benchmarks of durability turn it on.
     """
 
-    def __init__(self, base_dir: Path, *, port: int | None = None, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        port: int | None = None,
+        fsync: bool = False,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.base_dir = Path(base_dir)
         self.port = port or free_port()
         self.fsync = fsync
+        self.settings = dict(settings or {})  # server settings over the defaults below
         self.data = self.base_dir / "pgdata"
         self.log = self.base_dir / "postgres.log"
         self.bin = pg_bin_dir()
@@ -259,7 +267,11 @@ class EmbeddedPostgres(ChildProcess):
             "fsync": "on" if self.fsync else "off",
             "max_connections": "200",
             "shared_buffers": "256MB",
-        }
+            # WAL capture (OUTBOX_CAPTURE=wal) reads a logical replication slot.
+            "wal_level": "logical",
+            "max_replication_slots": "64",
+            "max_wal_senders": "16",
+        } | self.settings
         args = [str(self.bin / "postgres"), "-D", str(self.data)]
         for key, value in options.items():
             args += ["-c", f"{key}={value}"]

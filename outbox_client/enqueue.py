@@ -15,12 +15,27 @@ later.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import overload
+from typing import Any, overload
 
-from sqlalchemy import Connection, Delete, Insert, Update, insert
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Delete,
+    Insert,
+    LargeBinary,
+    Select,
+    Update,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from outbox_client.capture import capture_mode
 from outbox_client.errors import EnqueueError
 from outbox_client.events.base import BaseEvent
 from outbox_client.headers import Header
@@ -28,6 +43,7 @@ from outbox_client.policy import headers_problem, subject_problem
 from outbox_client.staging import STAGED, PendingWrite, Row, stage, write
 from outbox_client.table import outbox
 from outbox_client.tracing import current_trace_context
+from outbox_client.walframe import WAL_PREFIX, encode
 
 SyncTarget = Session | Connection
 AsyncTarget = AsyncSession | AsyncConnection
@@ -97,7 +113,7 @@ _COLUMN_NAMES = ("event_id", "event_type", "subject", "partition_key", "payload"
 
 def with_events(
     statement: Insert | Update | Delete, *events: BaseEvent, partition_key: str | None = None
-) -> Insert:
+) -> Insert | Select[Any]:
     """``statement`` and the outbox insert of ``events`` as ONE SQL statement.
 
     The domain write becomes a data-modifying CTE of the outbox INSERT, so the pair costs one
@@ -105,7 +121,9 @@ def with_events(
     it saves no CPU (building the combined statement costs about what the round trip did;
     ``make bench`` (d) measures both). Both writes commit or roll back with the caller's
     transaction, exactly as with ``enqueue``. The domain statement's RETURNING rows are not
-    returned; use ``enqueue`` when you need them.
+    returned; use ``enqueue`` when you need them. With ``OUTBOX_CAPTURE=wal`` the statement is
+    a SELECT of ``pg_logical_emit_message`` with the domain write as its CTE (PostgreSQL runs
+    a data-modifying CTE whether or not the query reads it).
 
     >>> await session.execute(with_events(  # doctest: +SKIP
     ...     insert(courses).values(code="CS101", name="Intro"),
@@ -118,7 +136,17 @@ def with_events(
         )
     if not events:
         raise EnqueueError("with_events() needs at least one event")
-    rows = [dict(zip(_COLUMN_NAMES, row, strict=True)) for row in _rows(events, partition_key)]
+    raw = _rows(events, partition_key)
+    if capture_mode() == "wal":
+        frames = bindparam("frames", [encode(*row) for row in raw], type_=ARRAY(LargeBinary()))
+        unnested = select(func.unnest(frames).label("frame")).subquery("frames")
+        emit = func.pg_logical_emit_message(true(), literal(WAL_PREFIX), unnested.c.frame)
+        return (
+            select(func.count(emit))
+            .select_from(unnested)
+            .add_cte(statement.cte("outbox_domain_write"))
+        )
+    rows = [dict(zip(_COLUMN_NAMES, row, strict=True)) for row in raw]
     # One row as keywords: a list would make a multi-VALUES statement that misses the
     # compiled-statement cache and costs more than the round trip it saves.
     values = insert(outbox).values(**rows[0]) if len(rows) == 1 else insert(outbox).values(rows)

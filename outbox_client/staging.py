@@ -32,8 +32,10 @@ from sqlalchemy.orm import Session, registry
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_
 
+from outbox_client.capture import capture_mode
 from outbox_client.errors import EnqueueError
 from outbox_client.table import outbox
+from outbox_client.walframe import WAL_PREFIX, encode
 
 #: One row: event_id, event_type, subject, partition_key, payload, headers.
 Row = tuple[uuid.UUID, str, str, str, bytes, dict[str, str]]
@@ -57,9 +59,21 @@ _CORE_MANY = text(_UNNEST.format(*(f":{name} " for name in _NAMES))).bindparams(
 )
 
 
+#: WAL capture: one transactional logical message per event, in the caller's transaction.
+_EMIT_ONE = "SELECT pg_logical_emit_message(true, $1, $2::bytea)"
+_EMIT_MANY = "SELECT count(pg_logical_emit_message(true, $1, f)) FROM unnest($2::bytea[]) AS f"
+_CORE_EMIT = text(
+    "SELECT count(pg_logical_emit_message(true, :prefix , f)) FROM unnest(:frames ) AS f"
+).bindparams(bindparam("prefix", type_=Text()), bindparam("frames", type_=ARRAY(LargeBinary())))
+
+
 def write(connection: Connection, rows: list[Row]) -> None:
-    """Insert ``rows`` on ``connection`` in one statement (sync code; inside a greenlet too)."""
+    """Insert ``rows`` on ``connection`` in one statement (sync code; inside a greenlet too);
+    with ``OUTBOX_CAPTURE=wal``, emit them as logical decoding messages instead."""
     if not rows:
+        return
+    if capture_mode() == "wal":
+        _emit(connection, rows)
         return
     # Headers go as JSON text cast to jsonb in SQL: the same bytes for every driver.
     columns = [list(column) for column in zip(*rows, strict=True)]
@@ -71,6 +85,17 @@ def write(connection: Connection, rows: list[Row]) -> None:
         await_(driver.execute(_ONE_ROW, *(column[0] for column in columns)))
     else:
         await_(driver.execute(_ASYNCPG_MANY, *columns))
+
+
+def _emit(connection: Connection, rows: list[Row]) -> None:
+    frames = [encode(*row) for row in rows]
+    driver = _asyncpg_in_transaction(connection)
+    if driver is None:
+        connection.execute(_CORE_EMIT, {"prefix": WAL_PREFIX, "frames": frames})
+    elif len(frames) == 1:
+        await_(driver.execute(_EMIT_ONE, WAL_PREFIX, frames[0]))
+    else:
+        await_(driver.execute(_EMIT_MANY, WAL_PREFIX, frames))
 
 
 def _asyncpg_in_transaction(connection: Connection) -> Any:

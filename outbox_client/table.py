@@ -115,3 +115,14 @@ relay_leases = Table(
     Column("epoch", BigInteger, nullable=False, server_default=text("0")),
     Column("expires_at", DateTime(timezone=True)),
 )
+
+#: WAL capture: who reads each replication slot (one reader at a time), until when, and a
+#: fencing epoch that grows with every change of hands. The slot only advances for its owner.
+wal_readers = Table(
+    "outbox_wal_readers",
+    metadata,
+    Column("slot", Text, primary_key=True),
+    Column("owner", Text),
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),
+    Column("expires_at", DateTime(timezone=True)),
+)

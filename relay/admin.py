@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from outbox_client.walframe import WAL_PREFIX
 from relay.errors import StoreError, cause
 from relay.pgstore import DRIVER_ERRORS
 from relay.queries import query
@@ -54,19 +55,29 @@ async def show_quarantined(dsn: str, event_id: uuid.UUID) -> dict[str, Any] | No
 
 
 async def requeue(
-    dsn: str, *, event_ids: Sequence[uuid.UUID] | None = None, event_type: str | None = None
+    dsn: str,
+    *,
+    event_ids: Sequence[uuid.UUID] | None = None,
+    event_type: str | None = None,
+    wal: bool = False,
 ) -> int:
+    """Give quarantined events back: unsent rows again, or with ``wal`` (WAL capture) event
+    messages in the WAL, which the relay reads like new events."""
     if not event_ids and not event_type:
         raise StoreError(
             "name the events to requeue: --event-id ... or --event-type ... (or --all)"
         )
-    return _count(
-        await _run(dsn, "execute", "requeue", list(event_ids) if event_ids else None, event_type)
-    )
+    return await _requeue(dsn, list(event_ids) if event_ids else None, event_type, wal)
 
 
-async def requeue_all(dsn: str) -> int:
-    return _count(await _run(dsn, "execute", "requeue", None, None))
+async def requeue_all(dsn: str, *, wal: bool = False) -> int:
+    return await _requeue(dsn, None, None, wal)
+
+
+async def _requeue(dsn: str, ids: list[uuid.UUID] | None, event_type: str | None, wal: bool) -> int:
+    if wal:
+        return int(await _run(dsn, "fetchval", "requeue_wal", ids, event_type, WAL_PREFIX))
+    return _count(await _run(dsn, "execute", "requeue", ids, event_type))
 
 
 async def purge_quarantined(

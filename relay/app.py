@@ -32,6 +32,10 @@ from relay.purger import run_purger, run_vacuum
 from relay.retry import Backoff, RetryPolicies
 from relay.settings import RelaySettings, with_relay_defaults
 from relay.stats import RelayStats
+from relay.walmonitor import WalMonitor
+from relay.walreader import WalReaderLease
+from relay.walslot import ensure_usable
+from relay.walstore import WalStore
 from relay.worker import LoopConfig, Relay
 
 logger = logging.getLogger("relay.app")
@@ -63,7 +67,7 @@ class RelayApp:
         )
         self.stats = RelayStats()
         self.wakeup = asyncio.Event()
-        self.store = PgStore(
+        self.table_store = PgStore(
             settings.dsn,
             pool_size=settings.pool_size,
             command_timeout=settings.db_timeout_seconds,
@@ -71,6 +75,16 @@ class RelayApp:
             owner=settings.instance_name,
             checkpoints=checkpoints,
         )
+        self.store: PgStore | WalStore = self.table_store
+        if settings.capture == "wal":
+            self.store = WalStore(
+                self.table_store,
+                slot=settings.slot_name,
+                publication=settings.wal_publication,
+                owner=settings.instance_name,
+                buffer_events=settings.wal_buffer_events,
+                checkpoints=checkpoints,
+            )
         self.publisher = NatsPublisher(
             nats_config,
             streams=self.streams,
@@ -95,25 +109,45 @@ class RelayApp:
             application_name=application_name(settings.instance_name),
         )
         self.metrics = RelayMetrics(self.stats)
+        self.wal_monitor = (
+            WalMonitor(self.metrics.registry, self.store, self.table_store, settings.slot_name)
+            if isinstance(self.store, WalStore)
+            else None
+        )
         self.http: HealthServer | None = None
         self.backlog: Backlog | None = None
         self._postgres_ok = False
         # The loop publishes the partitions the lease manager holds; the lease manager hands a
         # partition over once a round of the loop has ended since it set it aside.
+        # In WAL capture one relay at a time reads the slot: its lease stands for every partition.
         rounds = Rounds()
-        self.leases = LeaseManager(
-            PgLeaseStore(self.store),
-            settings.instance_name,
-            ttl=settings.lease_seconds,
-            total=PARTITIONS,
-            rounds=rounds,
-        )
+        self.leases: LeaseManager | WalReaderLease
+        if isinstance(self.store, WalStore):
+            self.leases = WalReaderLease(
+                self.table_store,
+                settings.slot_name,
+                settings.instance_name,
+                ttl=settings.lease_seconds,
+                on_new_epoch=self.store.reset,
+            )
+        else:
+            self.leases = LeaseManager(
+                PgLeaseStore(self.table_store),
+                settings.instance_name,
+                ttl=settings.lease_seconds,
+                total=PARTITIONS,
+                rounds=rounds,
+            )
         self.relay = Relay(
             self.store,
             self.publisher,
             config=LoopConfig(
                 batch_size=settings.batch_size,
-                poll_interval=settings.poll_interval_seconds,
+                poll_interval=(
+                    settings.wal_poll_interval_seconds
+                    if settings.capture == "wal"
+                    else settings.poll_interval_seconds
+                ),
             ),
             policies=self.policies,
             partitions=self.leases,
@@ -143,6 +177,11 @@ class RelayApp:
                 self.instance_lock.acquire, self.policies.postgres_unavailable, "postgres", stop
             ):
                 return
+            # WAL capture refuses to run on a missing or invalidated slot (ConfigError).
+            if isinstance(self.store, WalStore) and not await _until_connected(
+                self._check_slot, self.policies.postgres_unavailable, "postgres", stop
+            ):
+                return
             if not await _until_connected(
                 self.publisher.connect, self.policies.nats_unavailable, "nats", stop
             ):
@@ -157,6 +196,12 @@ class RelayApp:
             if self.http is not None:
                 await self.http.close()
             log_event(logger, "relay.stopped", published=self.stats.published)
+
+    async def _check_slot(self) -> None:
+        await ensure_usable(
+            self.table_store, self.settings.slot_name, self.settings.wal_publication,
+            accept_lost=self.settings.wal_accept_lost_events,
+        )  # fmt: skip
 
     async def _listen(self) -> None:
         if self.settings.metrics_port < 0:
@@ -228,11 +273,15 @@ class RelayApp:
             return False, "not connected to NATS"
         if not self._postgres_ok:
             return False, "PostgreSQL does not answer"
+        if self.wal_monitor is not None and self.wal_monitor.problem:
+            return False, self.wal_monitor.problem
         backlog = self.backlog
         if backlog is not None and backlog.pending > 0:
             idle = time.monotonic() - self.stats.last_progress
             if idle > self.settings.stall_seconds:
                 return False, f"no progress for {idle:.0f} s with {backlog.pending} rows waiting"
+        if self.wal_monitor is not None and self.wal_monitor.summary:
+            return True, f"ready ({self.wal_monitor.summary})"
         return True, "ready"
 
     async def _monitor(self, stop: asyncio.Event) -> None:
@@ -245,6 +294,8 @@ class RelayApp:
                 m.backlog.set(self.backlog.pending)
                 m.oldest_age.set(self.backlog.oldest_age_seconds)
                 m.quarantined_rows.set(self.backlog.quarantined)
+                if self.wal_monitor is not None:
+                    await self.wal_monitor.refresh()
             except StoreError:
                 self._postgres_ok = False
             m.postgres_connected.set(1 if self._postgres_ok else 0)
@@ -266,7 +317,10 @@ class RelayApp:
                 run_vacuum(
                     self.store,
                     deleted=self._rows_deleted,
-                    every_rows=self.settings.vacuum_every_rows,
+                    # WAL capture has no queue table to vacuum.
+                    every_rows=self.settings.vacuum_every_rows
+                    if self.store is self.table_store
+                    else 0,
                     stop=background_stop,
                 ),
                 name="vacuum",

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, cast
 from outbox_client.errors import OutboxError
 from outbox_client.nats_config import NATSConfig
 from outbox_client.redact import redact
-from relay import schemacmd
+from relay import schemacmd, walcmd
 from relay.errors import RelayError
 from relay.log import FORMATS, LEVELS, setup_logging
 from relay.settings import (
@@ -167,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     cdl_replay.add_argument("seq", type=int, nargs="+")
 
     schemacmd.add_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
+    walcmd.add_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
     for child in _every_subparser(parser):
         _global_options(child, defaults=False)
     return parser
@@ -233,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(commands.consumer_dead_letters(args))
         if args.command == "schemas":
             return schemacmd.main(args)
+        if args.command == "wal":
+            return walcmd.main(args)
     except (RelayError, OutboxError) as exc:
         print(f"vertector-relay {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 2

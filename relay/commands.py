@@ -20,14 +20,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from outbox_client.client import NATSClient, NATSConnectionError, connect_nats
 from outbox_client.deadletters import list_dead_letters, replay_dead_letter
 from outbox_client.streams import STREAM_PROFILES
-from relay import admin, schema
+from relay import admin, schema, walslot
 from relay.app import RelayApp
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import ConfigError, PublishError, RelayError, StoreError, cause
 from relay.natspublisher import NatsPublisher
 from relay.natsstreams import apply_streams, check_configured
 from relay.pgstore import DRIVER_ERRORS, PgStore
-from relay.settings import configured_streams, load, load_database, load_nats, probe_address
+from relay.settings import (
+    configured_streams,
+    load,
+    load_database,
+    load_nats,
+    load_wal,
+    probe_address,
+)
 
 #: Statement bound for the one-shot commands (status, check): they must end, not wait.
 COMMAND_DB_TIMEOUT = 10.0
@@ -128,7 +135,11 @@ async def check() -> int:
 
 async def status() -> dict[str, Any]:
     store, publisher = await _connected()
+    settings, _ = load()
+    wal: dict[str, Any] | None = None
     try:
+        if settings.capture == "wal":
+            wal = await walslot.slot_status(store, settings.slot_name, settings.wal_publication)
         backlog = await store.backlog()
         leases, instances = await store.ownership()
         async with _nats_answers("stream info"):
@@ -158,7 +169,7 @@ async def status() -> dict[str, Any]:
         "oldest_unsent_age_seconds": round(backlog.oldest_age_seconds, 3),
         "quarantined": backlog.quarantined,
         "streams": streams,
-    }
+    } | ({"wal": wal} if wal is not None else {})
 
 
 def format_status(report: dict[str, Any]) -> str:
@@ -178,6 +189,9 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append("streams:")
     for name, state in report["streams"].items():
         lines.append(f"  {name:22} {state['messages']} messages, last seq {state['last_seq']}")
+    if "wal" in report:
+        lines += ["WAL capture:", *("  " + line for line in walslot.format_status(report["wal"])
+                                     .splitlines())]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -206,10 +220,13 @@ async def dead_letters(args: argparse.Namespace) -> int:
         print(json.dumps(found, default=str, indent=2))
         return 0
     if args.dead_command == "requeue":
+        wal = load_wal().capture == "wal"  # WAL capture: back into the WAL, not the table
         count = (
-            await admin.requeue_all(dsn)
+            await admin.requeue_all(dsn, wal=wal)
             if args.all
-            else await admin.requeue(dsn, event_ids=args.event_ids, event_type=args.event_type)
+            else await admin.requeue(
+                dsn, event_ids=args.event_ids, event_type=args.event_type, wal=wal
+            )
         )
         print(f"{count} events requeued")
         return 0

@@ -90,6 +90,54 @@ class DatabaseSettings(BaseSettings):
         return asyncpg_dsn(self.database_url)
 
 
+class WalSettings(DatabaseSettings):
+    """Capture mode and, for WAL capture, the slot and publication (``vertector-relay wal``)."""
+
+    model_config = _CONFIG
+
+    capture: Literal["table", "wal"] = Field(
+        default="table",
+        validation_alias=AliasChoices("OUTBOX_CAPTURE", "capture"),
+        description="table: claim outbox_events rows; wal: read a logical replication slot "
+        "(producers must use the same OUTBOX_CAPTURE)",
+    )
+    wal_slot: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="WAL capture's replication slot (default vertector_outbox_<database>)",
+    )
+    wal_publication: str = Field(
+        default="vertector_outbox",
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="WAL capture's publication (no tables: it carries the event messages)",
+    )
+    wal_poll_interval_seconds: float = Field(
+        default=0.05, gt=0, le=60, description="WAL capture: how often an idle slot is read"
+    )
+    wal_buffer_events: int = Field(
+        default=100_000,
+        ge=1000,
+        le=10_000_000,
+        description="WAL capture: events read ahead of the slot's confirmed position at most",
+    )
+    wal_accept_lost_events: bool = Field(
+        default=False,
+        description="WAL capture: start even though the slot was invalidated while the relay "
+        "was down (events committed meanwhile may be lost); the slot is recreated",
+    )
+
+    @property
+    def slot_name(self) -> str:
+        """The slot: RELAY_WAL_SLOT, else ``vertector_outbox_<database name>``."""
+        if self.wal_slot:
+            return self.wal_slot
+        from sqlalchemy.engine import make_url
+
+        database = make_url(self.database_url).database or "postgres"
+        cleaned = "".join(c if c.isalnum() else "_" for c in database.lower())
+        return f"vertector_outbox_{cleaned}"[:63]
+
+
 class MetricsSettings(BaseSettings):
     """Where the relay serves /metrics, /healthz and /readyz (``check`` asks there)."""
 
@@ -103,7 +151,7 @@ class MetricsSettings(BaseSettings):
     )
 
 
-class RelaySettings(DatabaseSettings, MetricsSettings):
+class RelaySettings(WalSettings, MetricsSettings):
     """What ``vertector-relay run`` needs; the description of each field is its ``--help``."""
 
     model_config = _CONFIG
@@ -190,6 +238,8 @@ def env_name(field: str) -> str:
     """The environment variable of a settings field (or of an alias pydantic reports)."""
     if field in ("database_url", "OUTBOX_DATABASE_URL"):
         return "OUTBOX_DATABASE_URL"
+    if field in ("capture", "OUTBOX_CAPTURE"):
+        return "OUTBOX_CAPTURE"
     return f"RELAY_{field.upper()}"
 
 
@@ -218,6 +268,11 @@ def configured_streams(path: Path | None = None) -> tuple[StreamConfig, ...]:
 def load_database() -> DatabaseSettings:
     """``OUTBOX_DATABASE_URL`` alone, for the commands that need nothing else."""
     return _build(DatabaseSettings, env_name)
+
+
+def load_wal() -> WalSettings:
+    """The database and WAL capture settings, for ``vertector-relay wal``."""
+    return _build(WalSettings, env_name)
 
 
 def load_nats() -> NATSConfig:

@@ -97,3 +97,30 @@ async def nats_url(nats_server: NatsTarget) -> str:
     finally:
         await nc.close()
     return nats_server.url
+
+
+@pytest.fixture(scope="session")
+async def wal_level(pg: PgTarget) -> str:
+    import asyncpg
+
+    from tests.harness import asyncpg_url
+
+    conn = await asyncpg.connect(asyncpg_url(pg.admin_url))
+    try:
+        return str(await conn.fetchval("SHOW wal_level"))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def wal_database_url(
+    wal_level: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """A fresh migrated database with WAL capture set up (slot and publication), producers
+    and relay processes switched to ``OUTBOX_CAPTURE=wal`` for the test. Skipped, with one
+    reason, on a server whose wal_level is not logical."""
+    from tests.walsupport import skip_unless_logical, wal_mode
+
+    skip_unless_logical(wal_level)
+    async with wal_mode(database_url, monkeypatch):
+        yield database_url

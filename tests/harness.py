@@ -115,6 +115,17 @@ async def create_database(pg: PgTarget, template: str | None = TEMPLATE_DB) -> s
 async def drop_database(pg: PgTarget, name: str) -> None:
     conn = await asyncpg.connect(asyncpg_url(pg.admin_url))
     try:
+        # A database with a logical slot (WAL capture tests) cannot be dropped: end its
+        # sessions (waiting for them to go), then drop its slots.
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1",
+            name,
+        )
+        await conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE database = $1",
+            name,
+        )
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()

@@ -105,6 +105,28 @@ WHERE quarantined_at IS NOT NULL
   AND ($1::uuid[] IS NULL OR event_id = ANY($1))
   AND ($2::text IS NULL OR event_type = $2)
 
+-- requeue_wal --
+-- Admin, WAL capture: quarantined events go back into the WAL as event messages (the frame of
+-- outbox_client/walframe.py, built here) and leave the table, in one transaction; the relay
+-- reads them like any new event. $3 is the message prefix.
+WITH moved AS (
+    DELETE FROM outbox_events
+    WHERE quarantined_at IS NOT NULL
+      AND ($1::uuid[] IS NULL OR event_id = ANY($1))
+      AND ($2::text IS NULL OR event_type = $2)
+    RETURNING id, event_id, convert_to(event_type, 'UTF8') AS t, convert_to(subject, 'UTF8') AS s,
+              convert_to(partition_key, 'UTF8') AS k, convert_to(headers::text, 'UTF8') AS h,
+              payload
+)
+SELECT count(pg_logical_emit_message(true, $3, f.frame)) FROM (
+    SELECT '\x01'::bytea || decode(replace(event_id::text, '-', ''), 'hex')
+           || int4send(octet_length(t)) || int4send(octet_length(s))
+           || int4send(octet_length(k)) || int4send(octet_length(h))
+           || t || s || k || h || payload AS frame
+    FROM moved
+    ORDER BY id
+) AS f
+
 -- purge_quarantined --
 DELETE FROM outbox_events
 WHERE quarantined_at IS NOT NULL
@@ -227,3 +249,100 @@ WHERE c.oid = 'outbox_events'::regclass AND r.rolname = current_user
 -- One live relay per instance name (relay/instancelock.py): a session lock on its own
 -- connection, released when that session ends.
 SELECT pg_try_advisory_lock($1::bigint)
+
+-- wal_server --
+-- WAL capture needs wal_level=logical and PostgreSQL 14+ (pgoutput's messages option).
+SELECT current_setting('wal_level') AS wal_level,
+       current_setting('server_version_num')::int AS version_num,
+       current_setting('max_slot_wal_keep_size') AS max_slot_wal_keep_size,
+       current_database() AS database
+
+-- wal_slot --
+-- The slot as PostgreSQL sees it; wal_status 'lost': invalidated (max_slot_wal_keep_size),
+-- the WAL it needed is gone. lag_bytes: WAL written since the position the relay confirmed.
+SELECT s.slot_name, s.plugin, s.slot_type, s.database, s.active, s.wal_status,
+       (pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint AS lag_bytes,
+       (pg_current_wal_lsn() - s.restart_lsn)::bigint AS retained_bytes,
+       s.safe_wal_size
+FROM pg_replication_slots AS s
+WHERE s.slot_name = $1
+
+-- wal_create_slot --
+SELECT (lsn - '0/0'::pg_lsn)::bigint AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')
+
+-- wal_drop_slot --
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1
+
+-- wal_publication_exists --
+SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)
+
+-- wal_create_publication --
+-- An empty publication: pgoutput needs one, and the event messages need no table.
+-- {publication} is a validated name ([a-z0-9_]), not a parameter: DDL takes no parameters.
+CREATE PUBLICATION {publication}
+
+-- wal_drop_publication --
+DROP PUBLICATION IF EXISTS {publication}
+
+-- wal_peek --
+-- Decoded changes from the slot's confirmed position on, without consuming them: the slot
+-- only moves with wal_advance, once the events' PubAcks are in. $2 bounds the rows; the
+-- function stops at a transaction's end once it has that many.
+SELECT (lsn - '0/0'::pg_lsn)::bigint AS lsn, data
+FROM pg_logical_slot_peek_binary_changes(
+    $1, NULL, $2, 'proto_version', '1', 'publication_names', $3, 'messages', 'true')
+
+-- wal_advance --
+-- Fenced: only the slot's current, unexpired reader ($3) moves it, and never backwards. The
+-- lease row stays locked until the slot has moved, so a takeover waits for it.
+WITH lease AS (
+    SELECT 1 FROM outbox_wal_readers
+    WHERE slot = $1 AND owner = $3 AND expires_at > now()
+    FOR UPDATE
+)
+SELECT (a.end_lsn - '0/0'::pg_lsn)::bigint AS confirmed
+FROM lease, pg_replication_slots AS s,
+     LATERAL pg_replication_slot_advance(
+         s.slot_name, greatest(s.confirmed_flush_lsn, '0/0'::pg_lsn + $2::numeric)) AS a
+WHERE s.slot_name = $1
+
+-- wal_lease --
+-- Take or renew the slot's reader lease; no row when another reader holds it. The epoch grows
+-- with every change of hands.
+INSERT INTO outbox_wal_readers AS r (slot, owner, epoch, expires_at)
+VALUES ($1, $2, 1, now() + make_interval(secs => $3))
+ON CONFLICT (slot) DO UPDATE
+SET owner = excluded.owner, expires_at = excluded.expires_at,
+    epoch = r.epoch + (r.owner IS DISTINCT FROM excluded.owner
+                       OR r.expires_at IS NULL OR r.expires_at <= now())::int
+WHERE r.owner = excluded.owner OR r.owner IS NULL OR r.expires_at IS NULL
+   OR r.expires_at <= now()
+RETURNING r.epoch
+
+-- wal_lease_leave --
+UPDATE outbox_wal_readers SET owner = NULL, expires_at = NULL WHERE slot = $1 AND owner = $2
+
+-- wal_lease_status --
+SELECT owner, epoch, extract(epoch FROM expires_at - now())::float8 AS expires_in
+FROM outbox_wal_readers WHERE slot = $1
+
+-- wal_quarantine --
+-- WAL capture has no row to flag: a poison event is written to outbox_events as quarantined
+-- (dead-letters list/show/purge/requeue then work as in table mode). Fenced like wal_advance.
+INSERT INTO outbox_events (event_id, event_type, subject, partition_key, payload, headers,
+                           attempts, last_error, quarantined_at, created_at)
+SELECT q.i, q.t, q.s, q.k, q.p, q.h::jsonb, q.a, q.r, now(), q.c
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
+            $7::int[], $8::text[], $9::timestamptz[]) AS q(i, t, s, k, p, h, a, r, c)
+WHERE EXISTS (SELECT 1 FROM outbox_wal_readers
+              WHERE slot = $10 AND owner = $11 AND expires_at > now())
+
+-- wal_heartbeat --
+-- An idle slot whose database is busy elsewhere still holds WAL back (pgoutput sends nothing
+-- for transactions without events): a message in a transaction of its own gives the relay a
+-- position past that WAL to confirm. Transactional, so that its commit flushes it: the slot
+-- functions read only flushed WAL.
+SELECT pg_logical_emit_message(true, $1, ''::bytea)
+
+-- wal_quarantined_count --
+SELECT count(*) AS quarantined FROM outbox_events WHERE quarantined_at IS NOT NULL

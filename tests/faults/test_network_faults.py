@@ -16,6 +16,7 @@ from devtools.harness import (
 )
 from tests.faults.proxy import FaultProxy
 from tests.relayrun import engine
+from tests.walsupport import both_modes  # noqa: F401 - every test in both capture modes
 
 
 async def test_network_between_relay_and_nats_delays_blackholes_and_resets(

@@ -21,8 +21,11 @@ from devtools.harness import (
     under_load,
 )
 from outbox_client import NoteCreatedEvent, enqueue
+from outbox_client.capture import capture_mode
+from outbox_client.walframe import WAL_PREFIX, encode
 from tests.harness import asyncpg_url
 from tests.relayrun import engine
+from tests.walsupport import both_modes  # noqa: F401 - every test in both capture modes
 
 POISON = {
     "academic.course.*": "wildcard",
@@ -37,6 +40,12 @@ async def _insert_poison(database_url: str) -> None:
     try:
         for subject in POISON:
             payload = b"x" * (1_100_000 if subject == "academic.course.created" else 2)
+            if capture_mode() == "wal":  # the same raw events, as WAL messages
+                frame = encode(uuid.uuid4(), "x", subject, f"poison-{subject}", payload, {})
+                await conn.execute(
+                    "SELECT pg_logical_emit_message(true, $1, $2::bytea)", WAL_PREFIX, frame
+                )
+                continue
             await conn.execute(
                 "INSERT INTO outbox_events (event_id, event_type, subject, partition_key, payload)"
                 " VALUES ($1, 'x', $2, $3, $4)",

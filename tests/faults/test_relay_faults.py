@@ -22,9 +22,11 @@ from devtools.harness import (
     wait_drained,
 )
 from devtools.servers import EmbeddedNats, server_dir
+from outbox_client.capture import capture_mode
 from relay.checkpoints import POINTS
 from tests.harness import PgTarget, asyncpg_url
 from tests.relayrun import engine
+from tests.walsupport import both_modes  # noqa: F401 - every test in both capture modes
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -68,23 +70,47 @@ async def test_three_relays_one_killed_every_few_seconds(database_url: str, nats
     await create_test_stream(nats_url)
     relays = [FaultRelay(database_url, nats_url, f"r{i}") for i in range(3)]
     owners: list[asyncpg.Record] = []
+    wal = capture_mode() == "wal"
+    wanted = 1 if wal else 2  # WAL: a standby took the slot over; table: partitions shared
+
+    async def reader() -> str | None:
+        conn = await asyncpg.connect(asyncpg_url(database_url))
+        try:
+            return await conn.fetchval(  # type: ignore[no-any-return]
+                "SELECT owner FROM outbox_wal_readers WHERE expires_at > now()"
+            )
+        finally:
+            await conn.close()
 
     async def faults() -> None:
         for round_ in range(5):
             await asyncio.sleep(1.5)
             victim = relays[round_ % 3]
+            if wal:  # one reader at a time: kill the one that holds the slot
+                holder = await reader()
+                victim = next((r for r in relays if r.name == holder), victim)
             victim.kill()
-            await asyncio.sleep(0.5)
+            if wal:  # a standby must take the slot over before the victim may come back
+                deadline = asyncio.get_running_loop().time() + 60
+                while await reader() in (None, victim.name):
+                    assert asyncio.get_running_loop().time() < deadline, "no standby took over"
+                    await asyncio.sleep(0.2)
+            else:
+                await asyncio.sleep(0.5)
             victim.start()
         # The restarted instances come back into the rotation: wait for it (a busy machine
         # takes longer than a lease to start a relay), while the load goes on.
         conn = await asyncpg.connect(asyncpg_url(database_url))
         try:
             deadline = asyncio.get_running_loop().time() + 60
-            while len(owners) < 2 and asyncio.get_running_loop().time() < deadline:
+            while len(owners) < wanted and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.2)
                 owners[:] = await conn.fetch(
-                    "SELECT owner, count(*) FROM outbox_relay_leases WHERE expires_at > now()"
+                    # WAL capture: one reader at a time; the slot changed hands (epoch >= 2).
+                    "SELECT owner, epoch FROM outbox_wal_readers WHERE expires_at > now()"
+                    " AND epoch >= 2"
+                    if wal
+                    else "SELECT owner, count(*) FROM outbox_relay_leases WHERE expires_at > now()"
                     " GROUP BY owner"
                 )
         finally:
@@ -93,7 +119,7 @@ async def test_three_relays_one_killed_every_few_seconds(database_url: str, nats
     async with engine(database_url) as eng:
         report = await under_load(Workload(eng, producers=8), nats_url, relays, faults)
     assert_clean(report, relays)
-    assert len(owners) >= 2, f"partitions were not shared: {owners}"
+    assert len(owners) >= wanted, f"partitions were not shared / slot not taken over: {owners}"
 
 
 async def test_paused_relay_wakes_without_publishing_out_of_order(

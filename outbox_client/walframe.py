@@ -1,0 +1,82 @@
+"""The frame an event travels in when it is captured from the WAL (``OUTBOX_CAPTURE=wal``).
+
+One ``pg_logical_emit_message`` per event, with prefix :data:`WAL_PREFIX` and this content:
+
+    version (1 byte, = 1) | event id (16 bytes) |
+    4 lengths (uint32, big-endian): event type, subject, partition key, headers |
+    event type | subject | partition key | headers (compact JSON object) | payload (the rest)
+
+Everything the table row holds and the relay publishes; nothing else (the commit time comes
+from the transaction). Compact and fixed-layout: the producer pays one ``struct.pack`` and a
+join, the relay one ``unpack``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from dataclasses import dataclass
+
+from outbox_client.errors import OutboxError
+
+#: The logical message prefix of outbox events (and the version of the frame layout).
+WAL_PREFIX = "vertector.outbox.v1"
+VERSION = 1
+_HEAD = struct.Struct(">B16sIIII")
+
+
+class FrameError(OutboxError):
+    """Bytes under :data:`WAL_PREFIX` that are not a frame this version can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    event_id: uuid.UUID
+    event_type: str
+    subject: str
+    partition_key: str
+    headers: object  # a dict of str -> str when written by outbox_client; checked by the relay
+    payload: bytes
+
+
+def encode(
+    event_id: uuid.UUID,
+    event_type: str,
+    subject: str,
+    partition_key: str,
+    payload: bytes,
+    headers: dict[str, str],
+) -> bytes:
+    parts = [
+        event_type.encode(),
+        subject.encode(),
+        partition_key.encode(),
+        json.dumps(headers, separators=(",", ":")).encode(),
+    ]
+    head = _HEAD.pack(VERSION, event_id.bytes, *(len(p) for p in parts))
+    return b"".join((head, *parts, payload))
+
+
+def decode(frame: bytes) -> Frame:
+    """Raises :class:`FrameError` naming what is wrong (the relay quarantines such a frame)."""
+    if len(frame) < _HEAD.size:
+        raise FrameError(f"frame of {len(frame)} bytes is shorter than its {_HEAD.size}-byte head")
+    version, raw_id, *lengths = _HEAD.unpack_from(frame)
+    if version != VERSION:
+        raise FrameError(f"frame version {version} is not {VERSION}: upgrade the relay")
+    fields: list[str] = []
+    at = _HEAD.size
+    for length in lengths:
+        if at + length > len(frame):
+            raise FrameError("frame truncated: a field runs past its end")
+        try:
+            fields.append(frame[at : at + length].decode())
+        except UnicodeDecodeError as exc:
+            raise FrameError(f"frame field is not UTF-8: {exc}") from exc
+        at += length
+    try:
+        headers = json.loads(fields[3])
+    except (RecursionError, ValueError) as exc:
+        raise FrameError(f"frame headers are not JSON: {type(exc).__name__}") from exc
+    return Frame(uuid.UUID(bytes=raw_id), fields[0], fields[1], fields[2], headers, frame[at:])

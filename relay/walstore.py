@@ -1,0 +1,331 @@
+"""WAL capture's :class:`relay.ports.Store`: events read from a logical replication slot.
+
+Why a store, not a second loop: the relay loop's contract is exactly what WAL capture needs.
+"Claim" hands out the oldest unsettled events (here: decoded from the slot, in commit order,
+held in a read-ahead buffer), keys backing off are left out, ``mark_sent`` and ``quarantine``
+settle events. So waves (one event per key in flight), retries of a key's head, validation,
+quarantine verdicts and checkpoints are the table mode's own code, unchanged; only what
+"unsent" means differs.
+
+Positions: the slot is read with ``pg_logical_slot_peek_binary_changes`` (nothing consumed)
+and moved with ``pg_replication_slot_advance`` (``wal_advance``) to the end of the newest
+transaction such that it and every transaction before it are settled: each of its events
+acknowledged by JetStream or written to the quarantine. A crash re-reads from there;
+re-published events carry the same ``Nats-Msg-Id`` (their event id) and JetStream drops
+them. Transactions are decoded in commit order, so per-key order is commit order.
+
+Ids: each event decoded gets a number from a counter of this process (never reused), which
+is what the loop calls a row id. ``reset()`` (a change of the reader lease) forgets the
+buffer: the next claim re-reads from the slot's confirmed position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from outbox_client.table import partition_of
+from outbox_client.walframe import WAL_PREFIX, FrameError, decode
+from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
+from relay.log import log_event
+from relay.pgoutput import Transaction, transactions
+from relay.pgstore import PgStore
+from relay.ports import Backlog, OutboxRow, Sent
+
+logger = logging.getLogger("relay.walstore")
+
+#: Prefix of the relay's own idle heartbeats (see wal_heartbeat in queries.sql).
+HEARTBEAT_PREFIX = "vertector.outbox.heartbeat"
+#: An idle slot is given a heartbeat at most this often.
+HEARTBEAT_SECONDS = 10.0
+#: Decoded rows of the slot function per event of a one-event transaction (begin, message,
+#: commit): how many rows a peek asks for.
+_ROWS_PER_EVENT = 3
+
+
+@dataclass(slots=True)
+class _Txn:
+    end_lsn: int
+    committed_at: datetime
+    unsettled: set[int]
+    changes: int
+
+
+class WalStore:
+    """Reads slot ``slot`` through publication ``publication`` on ``base``'s pool; fenced by
+    the reader lease of ``owner`` (:class:`relay.walreader.WalReaderLease`)."""
+
+    def __init__(
+        self,
+        base: PgStore,
+        *,
+        slot: str,
+        publication: str,
+        owner: str,
+        buffer_events: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self.base = base
+        self.heartbeat_seconds = heartbeat_seconds
+        self.checkpoints = checkpoints
+        self.slot = slot
+        self.publication = publication
+        self.owner = owner
+        self.buffer_events = buffer_events
+        self.clock = clock
+        self._slot_lock = asyncio.Lock()  # one slot function at a time: the slot is exclusive
+        self._next_id = 1
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was read ahead: the next claim starts at the slot's confirmed position."""
+        self._rows: dict[int, OutboxRow] = {}  # unsettled events by id, in commit order
+        self._types: dict[int, str] = {}  # their event types (for the quarantine)
+        self._txn_of: dict[int, _Txn] = {}
+        self._txns: deque[_Txn] = deque()  # read, not yet confirmed, in commit order
+        self._read_lsn = 0  # end of the newest transaction read into the buffer
+        self._confirmed_lsn = 0
+        self._settled_lsn = 0  # end of the newest transaction of the settled prefix
+        self._window = 0  # slot rows between the confirmed position and _read_lsn
+        self._last_heartbeat = self.clock()
+
+    # --- the pool is the table store's ---------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.base.open()
+
+    async def close(self) -> None:
+        await self.base.close()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        partitions: Sequence[int],
+        exclude: Sequence[int],
+        held_keys: Sequence[str],
+        limit: int,
+    ) -> list[OutboxRow]:
+        if not partitions:
+            return []
+        skip, held, owned = set(exclude), set(held_keys), set(partitions)
+        found = self._claimable(skip, held, owned, limit)
+        # Read on while the buffer cannot fill a batch (rows of held keys wait in it, and
+        # the keys behind them must not starve), up to RELAY_WAL_BUFFER_EVENTS.
+        if len(found) < limit and len(self._rows) < self.buffer_events:
+            await self._read(limit - len(found))
+            found = self._claimable(skip, held, owned, limit)
+        return found
+
+    def _claimable(
+        self, skip: set[int], held: set[str], owned: set[int], limit: int
+    ) -> list[OutboxRow]:
+        found: list[OutboxRow] = []
+        for row in self._rows.values():
+            if row.id in skip or row.partition_key in held or row.partition not in owned:
+                continue
+            found.append(row)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def claim_ids(self, ids: Sequence[int], partitions: Sequence[int]) -> list[OutboxRow]:
+        owned = set(partitions)
+        rows = (self._rows.get(i) for i in ids)
+        return sorted((r for r in rows if r and r.partition in owned), key=lambda r: r.id)
+
+    async def _read(self, limit: int) -> None:
+        """Decode the transactions after those already read (about ``limit`` events)."""
+        for _ in range(2):
+            async with self._slot_lock:
+                records = await self.base._call(
+                    "fetch", "wal_peek", self.slot, self._window + _ROWS_PER_EVENT * limit,
+                    self.publication,
+                )  # fmt: skip
+            poison: list[tuple[OutboxRow, str]] = []
+            fresh = stale = 0
+            for txn in transactions((r["lsn"], r["data"]) for r in records):
+                if txn.end_lsn <= self._settled_lsn:
+                    stale += 1  # settled here, yet the slot is before it: see below
+                elif txn.end_lsn > self._read_lsn:
+                    fresh += 1
+                    self._read_lsn = txn.end_lsn
+                    self._window += txn.changes
+                    poison += self._add(txn)
+                # else: read before, still in the buffer
+            if poison:
+                await self._quarantine_rows(poison)
+            if not stale:
+                break
+            # The slot lost positions this relay confirmed (PostgreSQL restarted before the
+            # checkpoint that persists them) or an advance failed: move it to where the
+            # settled events end, then read again. Those events are not published twice.
+            self._confirmed_lsn = 0
+            await self._advance()
+        if not fresh and not self._rows:
+            await self._heartbeat()
+        if self._txns and not self._txns[0].unsettled:
+            await self._advance()
+
+    def _add(self, txn: Transaction) -> list[tuple[OutboxRow, str]]:
+        entry = _Txn(txn.end_lsn, txn.committed_at, set(), txn.changes)
+        self._txns.append(entry)
+        poison: list[tuple[OutboxRow, str]] = []
+        for prefix, content in txn.messages:
+            if prefix != WAL_PREFIX:
+                continue  # another producer's message, or the relay's heartbeat
+            row_id, self._next_id = self._next_id, self._next_id + 1
+            try:
+                frame = decode(content)
+            except FrameError as exc:
+                row = _unreadable(row_id, content, txn.committed_at)
+                poison.append((row, f"unreadable WAL frame: {exc}"))
+            else:
+                row = OutboxRow(
+                    id=row_id,
+                    event_id=frame.event_id,
+                    subject=frame.subject,
+                    partition_key=frame.partition_key,
+                    partition=partition_of(frame.partition_key),
+                    payload=frame.payload,
+                    headers=frame.headers,  # type: ignore[arg-type]  # checked by relay.checks
+                    attempts=0,
+                    created_at=txn.committed_at,
+                )
+                self._rows[row_id] = row
+                self._types[row_id] = frame.event_type
+            entry.unsettled.add(row_id)
+            self._txn_of[row_id] = entry
+        return poison
+
+    async def _heartbeat(self) -> None:
+        now = self.clock()
+        if now - self._last_heartbeat < self.heartbeat_seconds:
+            return
+        self._last_heartbeat = now
+        await self.base._call("execute", "wal_heartbeat", HEARTBEAT_PREFIX)
+
+    # --- settling ------------------------------------------------------------------------------
+
+    def _settle(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            self._rows.pop(row_id, None)
+            self._types.pop(row_id, None)
+            txn = self._txn_of.pop(row_id, None)
+            if txn is not None:
+                txn.unsettled.discard(row_id)
+
+    async def _advance(self) -> int:
+        """Move the slot past every settled transaction at the head; 1 when it moved."""
+        while self._txns and not self._txns[0].unsettled:
+            txn = self._txns.popleft()
+            self._settled_lsn = txn.end_lsn
+            self._window -= txn.changes
+        target = self._settled_lsn
+        if target <= self._confirmed_lsn:
+            return 0
+        async with self._slot_lock:
+            confirmed = await self.base._call(
+                "fetchval", "wal_advance", self.slot, target, self.owner
+            )
+        if confirmed is None:
+            log_event(logger, "relay.wal.not_reader", level=logging.WARNING, slot=self.slot)
+            return 0
+        self._confirmed_lsn = int(confirmed)
+        return 1
+
+    async def mark_sent(self, sent: Sequence[Sent]) -> int:
+        ids = [s.row_id for s in sent if s.row_id in self._rows]
+        self._settle(ids)
+        if self.checkpoints.armed("mid_mark"):
+            # Fault suite only: the slot's advance is on the wire when the process dies.
+            task = asyncio.ensure_future(self._advance())
+            await asyncio.sleep(0)
+            self.checkpoints.reached("mid_mark")
+            await task
+        else:
+            await self._advance()
+        return len(ids)
+
+    async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None:
+        for row_id, _ in failures:
+            row = self._rows.get(row_id)
+            if row is not None:
+                self._rows[row_id] = replace(row, attempts=row.attempts + 1)
+
+    async def quarantine(self, rows: Sequence[tuple[int, str]]) -> None:
+        known = [(self._rows[i], reason) for i, reason in rows if i in self._rows]
+        if known:
+            await self._quarantine_rows(known)
+        await self._advance()
+
+    async def _quarantine_rows(self, rows: Sequence[tuple[OutboxRow, str]]) -> None:
+        await self.base._call(
+            "execute",
+            "wal_quarantine",
+            [r.event_id for r, _ in rows],
+            [self._types.get(r.id, "") for r, _ in rows],
+            [r.subject for r, _ in rows],
+            [r.partition_key for r, _ in rows],
+            [r.payload for r, _ in rows],
+            [_headers_json(r) for r, _ in rows],
+            [r.attempts + 1 for r, _ in rows],
+            [reason for _, reason in rows],
+            [r.created_at for r, _ in rows],
+            self.slot,
+            self.owner,
+        )
+        self._settle([r.id for r, _ in rows])
+
+    # --- the rest of the port ------------------------------------------------------------------
+
+    async def purge(self, older_than_seconds: float, limit: int) -> int:
+        return 0  # nothing is kept: a PubAck only moves the slot
+
+    async def vacuum(self) -> None:
+        return None
+
+    async def can_vacuum(self) -> bool:
+        return False  # no queue table to vacuum
+
+    async def waiting_subjects(self, limit: int) -> list[str]:
+        return sorted({r.subject[:1024] for r in self._rows.values()})[:limit]
+
+    async def backlog(self) -> Backlog:
+        """Read ahead but unsettled events, the age of the oldest unconfirmed transaction's
+        commit, and the quarantine (rows of outbox_events)."""
+        quarantined = await self.base._call("fetchval", "wal_quarantined_count")
+        oldest = self._txns[0].committed_at if self._txns else None
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        return Backlog(pending=len(self._rows), oldest_age_seconds=age, quarantined=quarantined)
+
+    @property
+    def confirmed_lsn(self) -> int:
+        return self._confirmed_lsn
+
+
+def _headers_json(row: OutboxRow) -> str:
+    try:
+        return json.dumps(row.headers)
+    except (TypeError, ValueError, RecursionError):
+        return "{}"
+
+
+def _unreadable(row_id: int, content: bytes, committed_at: datetime) -> OutboxRow:
+    try:
+        event_id = uuid.UUID(bytes=content[1:17])
+    except ValueError:
+        event_id = uuid.uuid4()
+    return OutboxRow(
+        id=row_id, event_id=event_id, subject="", partition_key="", partition=0,
+        payload=content, headers={}, attempts=0, created_at=committed_at,
+    )  # fmt: skip

@@ -1,0 +1,92 @@
+"""The WAL frame (outbox_client/walframe.py) and the pgoutput reader (relay/pgoutput.py)."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+
+import pytest
+
+from outbox_client.capture import capture_mode, set_capture
+from outbox_client.errors import OutboxError
+from outbox_client.walframe import WAL_PREFIX, FrameError, decode, encode
+from relay.errors import StoreError
+from relay.pgoutput import transactions
+
+
+def test_a_frame_round_trips_every_field() -> None:
+    event_id = uuid.uuid4()
+    headers = {"Vertector-Event-Type": "academic.course.updated", "k": "välue"}
+    frame = encode(event_id, "academic.course.updated", "academic.course.updated", "CS101",
+                   b'{"x":1}\x00\xff', headers)  # fmt: skip
+    got = decode(frame)
+    assert (got.event_id, got.event_type, got.subject, got.partition_key) == (
+        event_id, "academic.course.updated", "academic.course.updated", "CS101",
+    )  # fmt: skip
+    assert got.headers == headers and got.payload == b'{"x":1}\x00\xff'
+
+
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        (b"\x01abc", "shorter than"),
+        (b"\x02" + bytes(16) + struct.pack(">IIII", 0, 0, 0, 2) + b"{}", "version 2"),
+        (b"\x01" + bytes(16) + struct.pack(">IIII", 0, 0, 0, 99) + b"{}", "truncated"),
+        (b"\x01" + bytes(16) + struct.pack(">IIII", 1, 0, 0, 2) + b"\xff{}", "UTF-8"),
+        (b"\x01" + bytes(16) + struct.pack(">IIII", 0, 0, 0, 2) + b"{x", "not JSON"),
+    ],
+)
+def test_a_bad_frame_is_a_frame_error_naming_why(frame: bytes, why: str) -> None:
+    with pytest.raises(FrameError, match=why):
+        decode(frame)
+
+
+def _begin(xid: int = 7) -> bytes:
+    return b"B" + struct.pack(">qqI", 100, 0, xid)
+
+
+def _message(content: bytes, transactional: bool = True, prefix: str = WAL_PREFIX) -> bytes:
+    return (b"M" + struct.pack(">bq", int(transactional), 120) + prefix.encode() + b"\0"
+            + struct.pack(">I", len(content)) + content)  # fmt: skip
+
+
+def _commit(end_lsn: int) -> bytes:
+    return b"C" + struct.pack(">bqqq", 0, 150, end_lsn, 0)
+
+
+def test_pgoutput_transactions_in_order_with_their_messages_and_end() -> None:
+    rows = [
+        (100, _begin()), (120, _message(b"a")), (130, _message(b"b")), (200, _commit(200)),
+        (210, _message(b"hb", transactional=False, prefix="other")),
+        (220, _begin()), (230, b"R" + b"relation"), (300, _commit(300)),
+    ]  # fmt: skip
+    got = list(transactions(rows))
+    assert [(t.end_lsn, t.messages, t.changes) for t in got] == [
+        (200, [(WAL_PREFIX, b"a"), (WAL_PREFIX, b"b")], 4),
+        (210, [("other", b"hb")], 1),
+        (300, [], 3),
+    ]
+
+
+def test_pgoutput_garbage_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="unreadable"):
+        list(transactions([(1, b"B\x00")]))
+    with pytest.raises(StoreError, match="commit without"):
+        list(transactions([(1, _commit(5))]))
+
+
+def test_capture_mode_from_code_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOX_CAPTURE", "wal")
+    set_capture(None)
+    assert capture_mode() == "wal"
+    set_capture("table")
+    assert capture_mode() == "table"
+    monkeypatch.setenv("OUTBOX_CAPTURE", "bogus")
+    set_capture(None)
+    with pytest.raises(OutboxError, match="OUTBOX_CAPTURE must be 'table' or 'wal'"):
+        capture_mode()
+    monkeypatch.delenv("OUTBOX_CAPTURE")
+    set_capture(None)
+    assert capture_mode() == "table"
+    with pytest.raises(OutboxError, match="got 'kafka'"):
+        set_capture("kafka")  # type: ignore[arg-type]

@@ -1,0 +1,49 @@
+"""WAL capture in the suite: a test database's slot and publication, and the switch of the
+test process's producers (and of the relay processes it starts) to ``OUTBOX_CAPTURE=wal``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from outbox_client.capture import set_capture
+from relay import walslot
+
+
+def skip_unless_logical(wal_level: str) -> None:
+    """One reason, the same for every WAL test, on a server without logical decoding (the
+    machine's own PostgreSQL as the second target)."""
+    if wal_level != "logical":
+        pytest.skip(f"WAL capture tests need wal_level=logical; this server has {wal_level}")
+
+
+@contextlib.asynccontextmanager
+async def wal_mode(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Slot set up; producers here and relays started from here capture from the WAL."""
+    await walslot.setup_database(database_url)
+    monkeypatch.setenv("OUTBOX_CAPTURE", "wal")
+    set_capture("wal")
+    try:
+        yield
+    finally:
+        set_capture(None)
+
+
+@pytest.fixture(name="database_url", params=["table", "wal"])
+async def both_modes(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    wal_level: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[str]:
+    """``database_url`` in both capture modes: rows of outbox_events, or a replication slot.
+    A test module runs every test twice by importing it (``from tests.walsupport import
+    both_modes``)."""
+    if request.param == "table":
+        yield database_url
+        return
+    skip_unless_logical(wal_level)
+    async with wal_mode(database_url, monkeypatch):
+        yield database_url
