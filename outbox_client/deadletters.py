@@ -101,9 +101,11 @@ async def replay_dead_letter(
             " nothing to replay; the producer must send the event again"
         )
     original_id = stored.get(Header.MSG_ID.value, "").rsplit(":", 1)[-1]
+    # Vertector-Replay: a relay replay's label on a message of an older release (the Msg-Id
+    # below is new anyway), not a producer's header: dropped, not refused.
     headers = {
         k: v for k, v in stored.items()
-        if k not in _DEAD_HEADERS and k != Header.MSG_ID.value
+        if k not in _DEAD_HEADERS and k not in (Header.MSG_ID.value, Header.REPLAY.value)
     }  # fmt: skip
     problem = headers_problem(headers)
     if problem:

@@ -16,7 +16,9 @@ class Header(StrEnum):
     #: Set by ``outbox_client`` (value ``PRODUCED_BY_OUTBOX_CLIENT``): the row's event was
     #: validated by its class; the relay checks other rows against the schema registry.
     PRODUCER = "Vertector-Producer"
-    #: Set by `vertector-relay replay --fresh-ids`: the relay sends Nats-Msg-Id "<event_id>:<it>".
+    #: Refused from producers (``outbox_client.policy``): a replay's label is the row's
+    #: ``replay_label`` column, set only by `vertector-relay replay --fresh-ids`. Releases before
+    #: migration 0005 kept it in this header, where any producer could forge it.
     REPLAY = "Vertector-Replay"
     TRACEPARENT = "traceparent"
     TRACESTATE = "tracestate"

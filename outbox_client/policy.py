@@ -7,8 +7,10 @@ a first token that starts with ``$`` (``$JS.API.STREAM.PURGE...`` purges a strea
 whoever waits for a reply). Headers are an object of string to string; ``Nats-*`` headers steer
 the server (``Nats-Rollup`` deletes messages, ``Nats-Expected-*`` fail every retry,
 ``Nats-TTL`` expires the event), so a producer may not set them: the relay sets ``Nats-Msg-Id``
-itself. Sizes are the server's: a subject past 1 KiB or a header block past 64 KiB is refused
-(the first by dropping the connection, the second with JetStream error 10097).
+itself. Nor ``Vertector-Replay``: a replay's label (which changes the Msg-Id) is a column only
+``vertector-relay replay`` writes. Sizes are the server's: a subject past 1 KiB or a header
+block past 64 KiB is refused (the first by dropping the connection, the second with JetStream
+error 10097).
 
 >>> subject_problem("academic.course.created") is None
 True
@@ -24,6 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
+from outbox_client.headers import Header
 from outbox_client.streams import StreamConfig
 
 #: Longest subject we send; the server's control line (subject + reply + sizes) is 4 KiB.
@@ -33,6 +36,11 @@ MAX_SUBJECT_LENGTH = 1024
 MAX_HEADER_BLOCK = 65_535
 #: Header names that steer the server; only the relay sets one (``Nats-Msg-Id``).
 RESERVED_HEADER_PREFIX = "nats-"
+#: Lower-cased names no producer may set for another reason (see the module docstring).
+RELAY_ONLY_HEADERS = {
+    Header.REPLAY.value.lower(): "set by `vertector-relay replay --fresh-ids` only (as the row's "
+    "replay_label), never by a producer: it would change the event's Nats-Msg-Id",
+}
 
 _FORBIDDEN_IN_SUBJECT = set(" \t\r\n\f\v*>")
 #: Header names are HTTP-style tokens: printable ASCII without ':' or whitespace.
@@ -122,6 +130,8 @@ def headers_problem(headers: object, *, reserved_allowed: bool = False) -> str |
             )
         if not reserved_allowed and name.lower().startswith(RESERVED_HEADER_PREFIX):
             return f"header {name!r} is reserved for the server and the relay (Nats-*)"
+        if name.lower() in RELAY_ONLY_HEADERS:
+            return f"header {name!r} is {RELAY_ONLY_HEADERS[name.lower()]}"
         problem = header_value_problem(name, value)
         if problem:
             return problem

@@ -68,6 +68,8 @@ outbox = Table(
     Column("stream", Text),
     Column("stream_seq", BigInteger),
     Column("quarantined_at", DateTime(timezone=True)),
+    #: Set only by ``vertector-relay replay --fresh-ids``: Nats-Msg-Id is "<event_id>:<it>".
+    Column("replay_label", Text),
     Index("outbox_events_event_id_key", "event_id", unique=True),
     # The relay's claim scans this small index: only rows still to publish are in it.
     Index(

@@ -60,12 +60,12 @@ class Admission:
 
 def outgoing_headers(row: OutboxRow) -> dict[str, str]:
     """Stored headers plus ``Nats-Msg-Id = event_id``, which the relay always sets (with the
-    replay's label after a colon when ``replay --fresh-ids`` marked the row); call it only for
-    a row :meth:`Admission.refusal` let through."""
+    row's ``replay_label`` after a colon when ``replay --fresh-ids`` marked it: a column only
+    the replay writes, never a header); call it only for a row :meth:`Admission.refusal` let
+    through (it refuses a producer's ``Vertector-Replay`` header)."""
     headers = dict(row.headers)
-    replay = headers.get(Header.REPLAY.value)
     msg_id = str(row.event_id)
-    headers[Header.MSG_ID.value] = f"{msg_id}:{replay}" if replay else msg_id
+    headers[Header.MSG_ID.value] = f"{msg_id}:{row.replay_label}" if row.replay_label else msg_id
     return headers
 
 

@@ -72,6 +72,7 @@ def _row(r: asyncpg.Record) -> OutboxRow:
         headers=r["headers"],
         attempts=r["attempts"],
         created_at=r["created_at"],
+        replay_label=r["replay_label"],
     )
 
 

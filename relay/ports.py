@@ -28,6 +28,8 @@ class OutboxRow:
     headers: Mapping[str, str]
     attempts: int
     created_at: datetime
+    #: Set by ``vertector-relay replay --fresh-ids`` only (a column no producer may write).
+    replay_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ class MemRow:
     stream: str | None = None
     stream_seq: int | None = None
     quarantined_at: datetime | None = None
+    replay_label: str | None = None
     partition: int = field(init=False)  # a generated column in PostgreSQL
 
     def __post_init__(self) -> None:
@@ -73,7 +74,7 @@ class MemRow:
             "id": self.id, "event_id": self.event_id, "subject": self.subject,
             "partition_key": self.partition_key, "partition": self.partition,
             "payload": self.payload, "headers": dict(self.headers), "attempts": self.attempts,
-            "created_at": self.created_at,
+            "created_at": self.created_at, "replay_label": self.replay_label,
         }  # fmt: skip
 
 

@@ -50,7 +50,9 @@ BEGIN
 END
 $$;
 
--- A producer can only add events (the columns it writes; the rest are defaults).
+-- A producer can only add events (the columns it writes; the rest are defaults). Not
+-- replay_label: only `vertector-relay replay --fresh-ids` (as the owner) sets it, since it
+-- changes the event's Nats-Msg-Id.
 GRANT INSERT (event_id, event_type, subject, partition_key, payload, headers)
     ON outbox_events TO vertector_producer;
 GRANT USAGE ON SEQUENCE outbox_events_id_seq TO vertector_producer;

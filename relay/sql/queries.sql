@@ -6,7 +6,8 @@
 -- start of the (small, partial) index of unsent rows: no cursor, so a transaction that
 -- commits late is seen by the next round and never skipped, and a long-running transaction
 -- holds back nothing but its own rows.
-SELECT id, event_id, subject, partition_key, partition, payload, headers, attempts, created_at
+SELECT id, event_id, subject, partition_key, partition, payload, headers, attempts, created_at,
+       replay_label
 FROM outbox_events
 WHERE sent_at IS NULL
   AND quarantined_at IS NULL
@@ -21,7 +22,8 @@ LIMIT $3
 -- claim_ids --
 -- The heads of retrying keys, by primary key; a row sent meanwhile (by another relay) or of a
 -- partition no longer owned is not returned, and the relay forgets its key.
-SELECT id, event_id, subject, partition_key, partition, payload, headers, attempts, created_at
+SELECT id, event_id, subject, partition_key, partition, payload, headers, attempts, created_at,
+       replay_label
 FROM outbox_events
 WHERE id = ANY($1::bigint[])
   AND sent_at IS NULL
@@ -157,11 +159,9 @@ ORDER BY o.stream
 -- returns their ids. The relay re-publishes them in their original order. With $8 the relay
 -- sends them with Nats-Msg-Id "<event_id>:<$8>" (a fresh id JetStream has not seen: stored
 -- again even inside the duplicate window); consumers' inboxes, keyed on the event id, still
--- skip what they applied.
+-- skip what they applied. The label is a column only this (the owner) sets: no producer can.
 UPDATE outbox_events AS o
-SET sent_at = NULL, stream = NULL, stream_seq = NULL, attempts = 0,
-    headers = CASE WHEN $8::text IS NULL THEN o.headers
-                   ELSE o.headers || jsonb_build_object('Vertector-Replay', $8::text) END
+SET sent_at = NULL, stream = NULL, stream_seq = NULL, attempts = 0, replay_label = $8::text
 FROM (
     SELECT id FROM outbox_events
     WHERE sent_at IS NOT NULL AND id > $6

@@ -47,6 +47,8 @@ def test_reserved_and_odd_subjects_are_refused(subject: str) -> None:
         ({"nats-expected-last-sequence": "3"}, "reserved"),
         ({"Nats-TTL": "1s"}, "reserved"),
         ({"Nats-Msg-Id": "forged"}, "reserved"),
+        ({"Vertector-Replay": "forged"}, "replay_label"),
+        ({"VERTECTOR-REPLAY": "forged"}, "never by a producer"),
         ({"k": "v" * MAX_HEADER_BLOCK}, "header block"),
     ],
 )
