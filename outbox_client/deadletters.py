@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +29,34 @@ _DEAD_HEADERS = (
     "Vertector-Deliveries",
     "Vertector-Dead-Headers",
 )
+
+
+def letter_event_id(headers: Mapping[str, str]) -> str:
+    """The event id in a dead letter's own ``Nats-Msg-Id``, ``dl:<consumer>:<original id>``.
+
+    The original is the event id, or ``<event_id>:<label>`` after ``vertector-relay replay
+    --fresh-ids``, or ``<event_id>:replay:<seq>`` after a dead-letter replay: the event id is
+    what comes before its first colon (an event id, a UUID, has none).
+
+    >>> event = "0b6e2c1e-0000-4000-8000-000000000001"
+    >>> letter_event_id({"Nats-Msg-Id": f"dl:notes:{event}:replay-20261129T101500",
+    ...                  "Vertector-Consumer": "notes"})
+    '0b6e2c1e-0000-4000-8000-000000000001'
+    """
+    msg_id = headers.get(Header.MSG_ID.value, "")
+    prefix = f"dl:{headers.get('Vertector-Consumer', '')}:"
+    if msg_id.startswith(prefix):
+        return msg_id[len(prefix) :].partition(":")[0]
+    # Not written by publish_dead_letter as we know it: the first part that is an event id.
+    return next((part for part in msg_id.split(":") if _is_uuid(part)), "")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return len(text) == 36
 
 
 @dataclass(frozen=True)
@@ -68,7 +98,7 @@ async def list_dead_letters(
                 consumer=headers.get("Vertector-Consumer", ""),
                 deliveries=int(headers.get("Vertector-Deliveries", "0")),
                 reason=headers.get("Vertector-Dead-Reason", ""),
-                event_id=headers.get("Nats-Msg-Id", "").rsplit(":", 1)[-1],
+                event_id=letter_event_id(headers),
                 stored_at=msg.time,
             )
         )
@@ -100,7 +130,7 @@ async def replay_dead_letter(
             f"dead letter {seq} was stored without its payload ({stored[PAYLOAD_OMITTED_HEADER]}):"
             " nothing to replay; the producer must send the event again"
         )
-    original_id = stored.get(Header.MSG_ID.value, "").rsplit(":", 1)[-1]
+    original_id = letter_event_id(stored)
     # Vertector-Replay: a relay replay's label on a message of an older release (the Msg-Id
     # below is new anyway), not a producer's header: dropped, not refused.
     headers = {

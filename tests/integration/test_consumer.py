@@ -351,6 +351,43 @@ async def test_dead_letters_are_listed_and_replayed(nats_url: str) -> None:
         assert await list_dead_letters(client) == []
 
 
+@pytest.mark.parametrize("suffix", [":replay-20261129T101500", ":replay:7", ""])
+async def test_a_dead_letter_of_a_replayed_event_names_and_replays_its_event(
+    nats_url: str, suffix: str
+) -> None:
+    """``replay --fresh-ids`` sends ``<event_id>:<label>``, a dead-letter replay
+    ``<event_id>:replay:<seq>``: the dead letter's event id is the part before the first colon
+    (the last part, the label, was taken for it), and its replay keeps the real event id."""
+    from outbox_client.deadletters import list_dead_letters, replay_dead_letter
+
+    await apply_default_streams(nats_url)
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        fixed = False
+        handled: list[str] = []
+        msg_ids: list[str] = []
+
+        async def handler(event: BaseEvent, msg: Msg) -> None:
+            if not fixed:
+                raise PermanentError("not yet")
+            handled.append(str(event.event_id))
+            msg_ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
+
+        consumer = EventConsumer(
+            client, "ACADEMIC_EVENTS", ConsumerConfig(durable_name="notes"), fetch_timeout=0.2
+        )
+        lost = course("CS405")
+        headers = lost.nats_headers() | {"Nats-Msg-Id": f"{lost.event_id}{suffix}"}
+        async with consuming(consumer, handler):
+            await client.js.publish(lost.subject, lost.to_bytes(), headers=headers)
+            await until(lambda: consumer.dead_lettered == 1)
+            [letter] = await list_dead_letters(client)
+            assert letter.event_id == str(lost.event_id)
+            fixed = True
+            await replay_dead_letter(client, letter.seq)
+            await until(lambda: handled == [str(lost.event_id)])
+    assert msg_ids == [f"{lost.event_id}:replay:{letter.seq}"]
+
+
 async def test_consumers_with_the_same_durable_share_the_work(nats_url: str) -> None:
     await apply_default_streams(nats_url)
     handled: dict[str, list[str]] = {"one": [], "two": []}
