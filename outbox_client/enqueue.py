@@ -39,7 +39,12 @@ from outbox_client.capture import capture_mode
 from outbox_client.errors import EnqueueError
 from outbox_client.events.base import BaseEvent
 from outbox_client.headers import Header
-from outbox_client.policy import headers_problem, subject_problem
+from outbox_client.policy import (
+    RESERVED_FIX,
+    headers_problem,
+    reserved_header,
+    subject_problem,
+)
 from outbox_client.staging import STAGED, PendingWrite, Row, stage, write
 from outbox_client.table import outbox
 from outbox_client.tracing import current_trace_context
@@ -77,8 +82,10 @@ def _row(event: object, partition_key: str | None) -> Row:
     key = partition_key if partition_key is not None else event.partition_key
     headers = event.nats_headers()
     headers[Header.PARTITION_KEY.value] = key
-    # Checked as the relay will send them, with its Nats-Msg-Id (producer headers carry no
-    # Nats-* name of their own: nats_headers() writes a fixed set).
+    reserved = reserved_header(headers)
+    if reserved is not None:  # a subclass's nats_headers() added one
+        raise _refused(event, f"its headers set {reserved!r}", RESERVED_FIX)
+    # Checked as the relay will send them, with its Nats-Msg-Id (a larger block).
     problem = headers_problem(
         headers | {Header.MSG_ID.value: str(event.event_id)}, reserved_allowed=True
     )

@@ -36,6 +36,16 @@ MAX_SUBJECT_LENGTH = 1024
 MAX_HEADER_BLOCK = 65_535
 #: Header names that steer the server; only the relay sets one (``Nats-Msg-Id``).
 RESERVED_HEADER_PREFIX = "nats-"
+#: Why no producer may set a Nats-* (or Vertector-Replay) header: there is no use for one an
+#: outbox can keep. The relay sets Nats-Msg-Id (the event id, JetStream's deduplication key);
+#: the others steer the server on every re-send (Nats-Rollup deletes the subject's earlier
+#: messages, Nats-Expected-* fail every retry, Nats-TTL expires the event).
+RESERVED_FIX = (
+    "Producers may not set Nats-* headers (the relay sets Nats-Msg-Id to the event id itself; "
+    "the others steer the server: Nats-Rollup deletes messages, Nats-Expected-* fail every "
+    "retry, Nats-TTL expires the event) nor Vertector-Replay (only `vertector-relay replay` "
+    "labels a replay): remove it from nats_headers()"
+)
 #: Lower-cased names no producer may set for another reason (see the module docstring).
 RELAY_ONLY_HEADERS = {
     Header.REPLAY.value.lower(): "set by `vertector-relay replay --fresh-ids` only (as the row's "
@@ -107,6 +117,20 @@ def header_value_problem(name: str, value: str) -> str | None:
     """Why ``value`` cannot be sent as a header value (nats-py turns CR/LF into spaces)."""
     if _BAD_VALUE.search(value):
         return f"header {name!r} contains CR, LF or NUL"
+    return None
+
+
+def reserved_header(headers: Mapping[str, object]) -> str | None:
+    """The first header name in ``headers`` no producer may set (``Nats-*``,
+    ``Vertector-Replay``), or ``None``; producers' libraries name it in their errors.
+
+    >>> reserved_header({"Vertector-Event-Type": "a.b", "Nats-Rollup": "all"})
+    'Nats-Rollup'
+    """
+    for name in headers:
+        lower = str(name).lower()
+        if lower.startswith(RESERVED_HEADER_PREFIX) or lower in RELAY_ONLY_HEADERS:
+            return str(name)
     return None
 
 

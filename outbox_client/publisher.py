@@ -19,13 +19,26 @@ from outbox_client.client import NATSClient
 from outbox_client.errors import OutboxError
 from outbox_client.events.base import BaseEvent
 from outbox_client.headers import Header
+from outbox_client.policy import RESERVED_FIX, reserved_header, subject_problem
 from outbox_client.tracing import current_trace_context
 
 _TRACE_HEADERS = (Header.TRACEPARENT.value, Header.TRACESTATE.value)
 
 
 class PublishFailedError(OutboxError):
-    """An event could not be published after every retry."""
+    """An event could not be published after every retry, or was refused before any by the
+    message policy (``outbox_client.policy``: a reserved subject or header)."""
+
+
+def _policy_problem(event: BaseEvent) -> str | None:
+    """Why the message policy refuses ``event`` (enqueue's rules), with the fix; else None."""
+    problem = subject_problem(event.subject)
+    if problem is not None:
+        return f"{problem}; the event_type is the NATS subject: use one of your own"
+    reserved = reserved_header(event.nats_headers())
+    if reserved is not None:
+        return f"its headers set {reserved!r}. {RESERVED_FIX}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,11 @@ class EventPublisher:
     async def publish(self, event: BaseEvent) -> PublishAck:
         if not isinstance(event, BaseEvent):
             raise TypeError(f"publish() takes a BaseEvent, got {type(event).__name__}")
+        refused = _policy_problem(event)
+        if refused is not None:
+            raise PublishFailedError(
+                f"{event.event_type} {event.event_id} not published: {refused}"
+            )
         payload, headers = event.to_bytes(), self._headers(event)
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),

@@ -85,3 +85,47 @@ def test_every_entry_point_applies_the_policy() -> None:
 
     with pytest.raises(EnqueueError, match="reserved namespace"):
         with_events(insert(table("t", column("x"))).values(x=1), bad)
+
+
+@pytest.mark.parametrize("name", ["Nats-Rollup", "Nats-Msg-Id", "nats-ttl", "Vertector-Replay"])
+async def test_a_reserved_header_from_an_event_class_is_refused_by_every_producer_path(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``enqueue`` checked an event's own headers with the relay's allowance for Nats-*: a
+    class whose ``nats_headers()`` adds ``Nats-Rollup`` (or its own ``Nats-Msg-Id``) got
+    through. Every producer path now refuses it, naming the header and the fix."""
+    from sqlalchemy import column, insert, table
+
+    from outbox_client import EventPublisher, PublishFailedError
+    from tests.unit.test_publisher_retry import Client, FlakyJetStream
+
+    plain = CourseCreatedEvent.nats_headers
+    monkeypatch.setattr(CourseCreatedEvent, "nats_headers", lambda self: plain(self) | {name: "x"})
+    event = course()
+    with Session() as session:
+        for call in (
+            lambda: enqueue(session, event),
+            lambda: enqueue_many(session, [event]),
+            lambda: with_events(insert(table("t", column("x"))).values(x=1), event),
+        ):
+            with pytest.raises(EnqueueError) as refused:
+                call()
+            message = str(refused.value)
+            assert f"its headers set {name!r}" in message
+            assert "remove it from nats_headers()" in message
+        assert not session.new
+    js = FlakyJetStream(failures=0)
+    with pytest.raises(PublishFailedError, match=f"its headers set {name!r}"):
+        await EventPublisher(Client(js)).publish(event)  # type: ignore[arg-type]
+    assert js.calls == 0  # refused before anything was sent
+
+
+async def test_the_direct_publisher_refuses_a_reserved_subject_too() -> None:
+    from outbox_client import EventPublisher, PublishFailedError
+    from tests.unit.test_publisher_retry import Client, FlakyJetStream
+
+    js = FlakyJetStream(failures=0)
+    bad = GenericEvent(event_type="$JS.API.STREAM.PURGE.ACADEMIC_EVENTS")
+    with pytest.raises(PublishFailedError, match=r"reserved namespace \(\$JS\)"):
+        await EventPublisher(Client(js)).publish(bad)  # type: ignore[arg-type]
+    assert js.calls == 0
