@@ -18,7 +18,7 @@ class Header(StrEnum):
     PRODUCER = "Vertector-Producer"
     #: Refused from producers (``outbox_client.policy``): a replay's label is the row's
     #: ``replay_label`` column, set only by `vertector-relay replay --fresh-ids`. Releases before
-    #: migration 0005 kept it in this header, where any producer could forge it.
+    #: migration 0006 kept it in this header, where any producer could forge it.
     REPLAY = "Vertector-Replay"
     TRACEPARENT = "traceparent"
     TRACESTATE = "tracestate"

@@ -1,7 +1,7 @@
 """A replay's label is a column the replay sets, not a header a producer could write.
 
-Revision ID: 0005_replay_label
-Revises: 0004_relay_delete_functions
+Revision ID: 0006_replay_label
+Revises: 0005_wal_readers
 Create Date: 2026-11-29
 
 ``vertector-relay replay --fresh-ids`` marks the rows it replays with a label, and the relay
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_replay_label"
-down_revision: str | None = "0004_relay_delete_functions"
+revision: str = "0006_replay_label"
+down_revision: str | None = "0005_wal_readers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
