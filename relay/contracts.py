@@ -32,6 +32,7 @@ from outbox_client.headers import PRODUCED_BY_OUTBOX_CLIENT, Header
 from outbox_client.policy import headers_problem, subject_problem
 from outbox_client.schemas.contracts import ContractError
 from outbox_client.schemas.registry import BUCKET, fetch
+from outbox_client.schemas.registry import keys as registry_keys
 from relay.log import log_event
 from relay.ports import Failure, OutboxRow, Verdict
 
@@ -159,9 +160,7 @@ class ContractValidator:
             keys: list[str] = []
             if kv is not None:
                 try:
-                    keys = await kv.keys()
-                except nats.js.errors.NoKeysError:
-                    keys = []
+                    keys = await registry_keys(self.nats.jetstream)
                 except (TimeoutError, nats.errors.Error) as exc:
                     raise ContractError(f"cannot list {BUCKET}: {type(exc).__name__}") from exc
             self._types = {key.rsplit(".v", 1)[0] for key in keys}

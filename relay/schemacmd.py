@@ -117,7 +117,7 @@ async def publish() -> list[str]:
 
 async def _registry_contracts() -> dict[str, Contract]:
     async with _nats_client() as client:
-        return await kv_registry.published(await kv_registry.bucket(client.js))
+        return await kv_registry.published(client.js)
 
 
 def asyncapi_document_text() -> str:

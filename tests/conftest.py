@@ -21,7 +21,8 @@ from tests.harness import (
     postgres_target,
 )
 
-SUITE_STREAMS = {"ACADEMIC_EVENTS", "NOTES_EVENTS", "DEAD_LETTERS"}
+# The product's streams and the schema registry's bucket (a test publishes contracts into it).
+SUITE_STREAMS = {"ACADEMIC_EVENTS", "NOTES_EVENTS", "DEAD_LETTERS", "KV_VERTECTOR_SCHEMAS"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -49,17 +49,38 @@ async def bucket(js: Any, *, create: bool = False, replicas: int = 1) -> Any:
     return await js.create_key_value(config=config)
 
 
-async def published(kv: Any) -> dict[str, Contract]:
-    """Every contract in the bucket: key -> contract."""
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return {}
-    entries = await asyncio.gather(*(kv.get(key) for key in keys))
+async def keys(js: Any) -> list[str]:
+    """The registry's keys (``<event_type>.v<N>``), sorted; a deleted key's marker included.
+
+    Read from the bucket stream's own state (one JetStream API answer), not from nats-py's
+    ``kv.keys()``: its watcher can report "no more keys" before the first one has arrived
+    (seen against nats-server 2.9: 0 keys of 37 just after they were written), and a registry
+    read short would let ``publish`` write a version twice or a relay skip a governed type.
+    """
+    prefix = f"$KV.{BUCKET}."
+    info = await js.stream_info(f"KV_{BUCKET}", subjects_filter=f"{prefix}>")
+    return sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
+
+
+async def published(js: Any) -> dict[str, Contract]:
+    """Every contract in the registry: key -> contract (raises :class:`ContractError` when
+    there is no registry)."""
+    kv = await bucket(js)
+    names = await keys(js)
+    entries = await asyncio.gather(*(_entry(kv, key) for key in names))
     return {
         key: Contract.from_json(entry.value, where=f"registry key {key}")
-        for key, entry in zip(keys, entries, strict=True)
+        for key, entry in zip(names, entries, strict=True)
+        if entry is not None
     }
+
+
+async def _entry(kv: Any, key: str) -> Any:
+    """The key's entry, or ``None`` when its last word is a delete or purge marker."""
+    try:
+        return await kv.get(key)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None
 
 
 async def publish(js: Any, contracts: list[Contract], *, replicas: int = 1) -> list[str]:
@@ -69,7 +90,7 @@ async def publish(js: Any, contracts: list[Contract], *, replicas: int = 1) -> l
     version or breaks compatibility with the version before it; nothing is written then.
     """
     kv = await bucket(js, create=True, replicas=replicas)
-    result = review(contracts, await published(kv))
+    result = review(contracts, await published(js))
     if not result.ok:
         raise RegistryRefusedError(result.breaks)
     written = []

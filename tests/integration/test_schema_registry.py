@@ -25,7 +25,15 @@ from outbox_client import (
     NATSConfig,
 )
 from outbox_client.schemas import catalog, contract_of
-from outbox_client.schemas.registry import BUCKET, RegistryRefusedError, bucket, fetch, publish
+from outbox_client.schemas.registry import (
+    BUCKET,
+    RegistryRefusedError,
+    bucket,
+    fetch,
+    keys,
+    publish,
+    published,
+)
 from tests.relayrun import apply_default_streams
 
 BIN = Path(sys.executable).parent / "vertector-relay"
@@ -55,7 +63,8 @@ async def test_publish_stores_every_contract_and_refuses_a_breaking_one(js: Any)
     written = await publish(js, contracts)
     assert sorted(written) == sorted(c.key for c in contracts)
     kv = await bucket(js)
-    assert sorted(await kv.keys()) == sorted(c.key for c in contracts)
+    assert await keys(js) == sorted(c.key for c in contracts)
+    assert sorted(await published(js)) == sorted(c.key for c in contracts)
     stored = await fetch(kv, "academic.schedule.created", 2)
     assert stored == next(c for c in contracts if c.key == "academic.schedule.created.v2")
     assert await publish(js, contracts) == []  # idempotent: nothing new
