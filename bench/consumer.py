@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import nats
+import nats.js.errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.load import count, produce_paced
@@ -144,6 +145,18 @@ async def _stream_count(nats_url: str, n: int) -> bool:
         await nc.close()
 
 
+async def _pulling(nats_url: str) -> bool:
+    """Whether the notes service has a pull request waiting (started, nothing in hand)."""
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().consumer_info("ACADEMIC_EVENTS", "notes-service-consumer")
+        return bool(info.num_waiting)
+    except nats.js.errors.NotFoundError:
+        return False
+    finally:
+        await nc.close()
+
+
 async def _some_applied(notes_url: str) -> bool:
     return await _applied(notes_url) > 0
 
@@ -184,6 +197,7 @@ async def end_to_end(
     total = int(rate * seconds)
     try:
         await asyncio.sleep(2.0)  # both connected and idle
+        await _until(lambda: _pulling(nats_url), "the consumer's first pull request", 60)
         achieved = await produce_paced(
             engine, events, rate, total, committed, per_commit=max(1, rate // 100)
         )

@@ -8,6 +8,7 @@ the batch in hand.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -34,6 +35,11 @@ async def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, consumer.stop)
+        await notes.inbox.warm(consumer.concurrency)
+        # Objects alive now (modules, classes, the pool) live as long as the process: out of
+        # the collector's full passes, which otherwise took ~80 ms here, stalling every
+        # event in hand (the bench's commit -> consumed p99 went from 38-47 ms to under 30).
+        gc.freeze()
         await consumer.subscribe_batches(notes.handler())
 
 

@@ -12,6 +12,7 @@ durable) before notes events are published, or they are not kept for it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -118,6 +119,8 @@ async def main() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, consumer.stop)
+        await inbox.warm(consumer.concurrency)
+        gc.freeze()  # what is alive now lives as long as the process (see notes_consumer)
         await consumer.subscribe_batches(inbox.batch_handler(effect_many=index_events))
     await engine.dispose()
     return 0

@@ -218,6 +218,14 @@ async def test_inbox_applies_redeliveries_and_late_republishes_once(
     assert sorted(counts) == [1] * 5, "an effect was applied more than once"
 
 
+async def test_inbox_warm_opens_the_pool_before_the_first_event(database_url: str) -> None:
+    async with engine(database_url) as eng:
+        assert eng.pool.checkedin() == 0  # type: ignore[attr-defined]
+        await Inbox(eng, consumer="warm").warm(4)
+        assert eng.pool.checkedin() == 4  # type: ignore[attr-defined]
+        assert eng.dialect.server_version_info is not None  # initialised by the first
+
+
 async def test_failures_retry_then_dead_letter_with_reason_and_headers(nats_url: str) -> None:
     await apply_default_streams(nats_url)
     async with NATSClient(NATSConfig(servers=[nats_url])) as client:
