@@ -100,6 +100,7 @@ async def setup(
         )
     else:
         done.append(f"slot {slot}: exists")
+    await store._call("execute", "wal_register", slot)  # the relay's functions may read it
     return done
 
 
@@ -116,6 +117,7 @@ async def teardown(store: PgStore, slot: str, publication: str) -> list[str]:
         done.append(f"slot {slot}: dropped")
     else:
         done.append(f"slot {slot}: absent")
+    await store._call("execute", "wal_unregister", slot)
     await _ddl(store, "wal_drop_publication", publication)
     done.append(f"publication {publication}: dropped")
     return done
@@ -139,6 +141,12 @@ async def ensure_usable(store: PgStore, slot: str, publication: str, *, accept_l
     elif not await store._call("fetchval", "wal_publication_exists", publication):
         raise WalCaptureError(
             f"publication {publication} does not exist: run `vertector-relay wal setup`"
+        )
+    if not await store._call("fetchval", "wal_registered", slot):
+        raise WalCaptureError(
+            f"replication slot {slot} is not registered for the outbox (no row in "
+            "outbox_wal_readers): run `vertector-relay wal setup` as the schema's owner "
+            "(idempotent; slots set up before migration 0007 need it once)"
         )
 
 

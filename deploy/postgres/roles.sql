@@ -40,6 +40,21 @@ GRANT EXECUTE ON FUNCTION outbox_purge_sent(float8, integer) TO vertector_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_instances TO vertector_relay;
 GRANT SELECT, UPDATE (owner, epoch, expires_at) ON outbox_relay_leases TO vertector_relay;
 
+-- WAL capture (OUTBOX_CAPTURE=wal): no REPLICATION attribute (it would let the login stream
+-- every table's WAL and create or drop any slot). The relay reads and advances the outbox's
+-- slot and writes poison events as quarantined rows only through the functions of migration
+-- 0007 (they run as their owner; messages of a slot `wal setup` registered, through a
+-- publication of no table; the advance and the quarantine fenced by the reader lease), and
+-- renews the reader lease: it may update the rows `wal setup` registers, not add one. So
+-- table mode gains nothing: it still cannot INSERT an event. `wal setup|teardown` and
+-- `dead-letters requeue` run as the owner, which needs REPLICATION (or superuser) to create
+-- the slot and for the functions to read it.
+GRANT EXECUTE ON FUNCTION outbox_wal_peek(text, integer, text) TO vertector_relay;
+GRANT EXECUTE ON FUNCTION outbox_wal_advance(text, bigint, text) TO vertector_relay;
+GRANT EXECUTE ON FUNCTION outbox_wal_quarantine(uuid[], text[], text[], text[], bytea[], text[],
+    integer[], text[], timestamptz[], text, text) TO vertector_relay;
+GRANT SELECT, UPDATE (owner, epoch, expires_at) ON outbox_wal_readers TO vertector_relay;
+
 -- PostgreSQL 17+: let the relay VACUUM its queue table after heavy deletes (older servers:
 -- only the owner may; the relay then says so once and leaves it to autovacuum).
 DO $$
@@ -56,6 +71,7 @@ $$;
 GRANT INSERT (event_id, event_type, subject, partition_key, payload, headers)
     ON outbox_events TO vertector_producer;
 GRANT USAGE ON SEQUENCE outbox_events_id_seq TO vertector_producer;
+-- WAL capture needs nothing more: pg_logical_emit_message is executable by every role.
 
 -- A consumer records what it applied in its inbox, and reaches only its own rows: those whose
 -- `consumer` is the name of its login role or of a role it is a member of. The policy holds

@@ -287,37 +287,39 @@ DROP PUBLICATION IF EXISTS {publication}
 -- wal_peek --
 -- Decoded changes from the slot's confirmed position on, without consuming them: the slot
 -- only moves with wal_advance, once the events' PubAcks are in. $2 bounds the rows; the
--- function stops at a transaction's end once it has that many.
-SELECT (lsn - '0/0'::pg_lsn)::bigint AS lsn, data
-FROM pg_logical_slot_peek_binary_changes(
-    $1, NULL, $2, 'proto_version', '1', 'publication_names', $3, 'messages', 'true')
+-- function stops at a transaction's end once it has that many. Through outbox_wal_peek
+-- (migration 0007: pg_logical_slot_peek_binary_changes as its owner, messages only, of a slot
+-- `wal setup` registered), so the relay's role needs no REPLICATION.
+SELECT lsn, data FROM outbox_wal_peek($1, $2, $3)
 
 -- wal_advance --
 -- Fenced: only the slot's current, unexpired reader ($3) moves it, and never backwards. The
--- lease row stays locked until the slot has moved, so a takeover waits for it.
-WITH lease AS (
-    SELECT 1 FROM outbox_wal_readers
-    WHERE slot = $1 AND owner = $3 AND expires_at > now()
-    FOR UPDATE
-)
-SELECT (a.end_lsn - '0/0'::pg_lsn)::bigint AS confirmed
-FROM lease, pg_replication_slots AS s,
-     LATERAL pg_replication_slot_advance(
-         s.slot_name, greatest(s.confirmed_flush_lsn, '0/0'::pg_lsn + $2::numeric)) AS a
-WHERE s.slot_name = $1
+-- lease row stays locked until the slot has moved, so a takeover waits for it
+-- (outbox_wal_advance, migration 0007: pg_replication_slot_advance as its owner).
+SELECT outbox_wal_advance($1, $2, $3) AS confirmed
 
 -- wal_lease --
--- Take or renew the slot's reader lease; no row when another reader holds it. The epoch grows
--- with every change of hands.
-INSERT INTO outbox_wal_readers AS r (slot, owner, epoch, expires_at)
-VALUES ($1, $2, 1, now() + make_interval(secs => $3))
-ON CONFLICT (slot) DO UPDATE
-SET owner = excluded.owner, expires_at = excluded.expires_at,
-    epoch = r.epoch + (r.owner IS DISTINCT FROM excluded.owner
-                       OR r.expires_at IS NULL OR r.expires_at <= now())::int
-WHERE r.owner = excluded.owner OR r.owner IS NULL OR r.expires_at IS NULL
-   OR r.expires_at <= now()
+-- Take or renew the slot's reader lease; no row when another reader holds it, or when the
+-- slot is not registered (`wal setup` inserts its row: the relay may only update it). The
+-- epoch grows with every change of hands.
+UPDATE outbox_wal_readers AS r
+SET owner = $2, expires_at = now() + make_interval(secs => $3),
+    epoch = r.epoch + (r.owner IS DISTINCT FROM $2 OR r.expires_at IS NULL
+                       OR r.expires_at <= now())::int
+WHERE r.slot = $1
+  AND (r.owner = $2 OR r.owner IS NULL OR r.expires_at IS NULL OR r.expires_at <= now())
 RETURNING r.epoch
+
+-- wal_register --
+-- `wal setup` (as the owner): the slot's row in outbox_wal_readers, which registers it for
+-- the relay's functions (migration 0007) and holds its reader lease.
+INSERT INTO outbox_wal_readers (slot) VALUES ($1) ON CONFLICT (slot) DO NOTHING
+
+-- wal_unregister --
+DELETE FROM outbox_wal_readers WHERE slot = $1
+
+-- wal_registered --
+SELECT EXISTS (SELECT 1 FROM outbox_wal_readers WHERE slot = $1)
 
 -- wal_lease_leave --
 UPDATE outbox_wal_readers SET owner = NULL, expires_at = NULL WHERE slot = $1 AND owner = $2
@@ -329,13 +331,10 @@ FROM outbox_wal_readers WHERE slot = $1
 -- wal_quarantine --
 -- WAL capture has no row to flag: a poison event is written to outbox_events as quarantined
 -- (dead-letters list/show/purge/requeue then work as in table mode). Fenced like wal_advance.
-INSERT INTO outbox_events (event_id, event_type, subject, partition_key, payload, headers,
-                           attempts, last_error, quarantined_at, created_at)
-SELECT q.i, q.t, q.s, q.k, q.p, q.h::jsonb, q.a, q.r, now(), q.c
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
-            $7::int[], $8::text[], $9::timestamptz[]) AS q(i, t, s, k, p, h, a, r, c)
-WHERE EXISTS (SELECT 1 FROM outbox_wal_readers
-              WHERE slot = $10 AND owner = $11 AND expires_at > now())
+-- Through outbox_wal_quarantine (migration 0007): the relay's role has no INSERT on the
+-- table, and the function writes only quarantined rows, which are never published.
+SELECT outbox_wal_quarantine($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                             $6::text[], $7::int[], $8::text[], $9::timestamptz[], $10, $11)
 
 -- wal_heartbeat --
 -- An idle slot whose database is busy elsewhere still holds WAL back (pgoutput sends nothing

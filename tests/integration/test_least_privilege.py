@@ -18,10 +18,20 @@ from sqlalchemy.exc import DBAPIError
 from devtools.servers import EmbeddedNats, server_dir
 from outbox_client import CourseUpdatedEvent, Inbox
 from outbox_client.nats_config import NATSConfig
+from outbox_client.walframe import WAL_PREFIX, encode
 from relay.app import RelayApp
 from relay.settings import RELAY_NATS_DEFAULTS, RelaySettings
 from tests.harness import asyncpg_url
-from tests.relayrun import apply_default_streams, engine, produce, running_relay, wait_for_messages
+from tests.relayrun import (
+    apply_default_streams,
+    engine,
+    event_ids,
+    produce,
+    running_relay,
+    stream_messages,
+    wait_for_messages,
+)
+from tests.walsupport import skip_unless_logical, wal_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,6 +146,109 @@ async def wait_for_rows(database_url: str, count: int, timeout: float = 30) -> b
         return False
     finally:
         await conn.close()
+
+
+async def test_relay_role_in_wal_mode_relays_without_replication_and_is_denied_the_rest(
+    database_url: str, nats_url: str, wal_level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OUTBOX_CAPTURE=wal under the same roles: the producer emits events with no new grant,
+    the relay (no REPLICATION) reads, advances and quarantines through migration 0007's
+    functions only for the slot `wal setup` registered; the slot functions themselves, other
+    slots, a publication of tables and the lease of another reader are refused."""
+    skip_unless_logical(wal_level)
+    await setup_roles(database_url)
+    await apply_default_streams(nats_url)
+    producer_url = as_user(database_url, "schedule_svc")
+    relay_url = as_user(database_url, "relay_svc")
+    settings = RelaySettings(database_url=database_url)
+    slot, publication = settings.slot_name, settings.wal_publication
+    owner = await asyncpg.connect(asyncpg_url(database_url))
+    relay = await connect_as(database_url, "relay_svc")
+    async with wal_mode(database_url, monkeypatch):  # `wal setup` as the owner
+        try:
+            events = [CourseUpdatedEvent(course_code=f"WP{i}", credits=1) for i in range(20)]
+            async with engine(producer_url) as eng:
+                await produce(eng, events[:10])
+            producer = await asyncpg.connect(asyncpg_url(producer_url))
+            try:  # a poison frame, as a producer in another language could write it
+                poison = uuid.uuid4()
+                frame = encode(poison, "x", "academic.course.*", "WP0", b"{}", {})
+                await producer.execute(
+                    "SELECT pg_logical_emit_message(true, $1, $2::bytea)", WAL_PREFIX, frame
+                )
+            finally:
+                await producer.close()
+            async with engine(producer_url) as eng:
+                await produce(eng, events[10:])
+            async with running_relay(relay_url, nats_url, capture="wal"):
+                assert await wait_for_messages(nats_url, 20) == 20
+                for _ in range(100):
+                    if await owner.fetchval("SELECT count(*) FROM outbox_events"):
+                        break
+                    await asyncio.sleep(0.1)
+            assert event_ids(await stream_messages(nats_url)) == [e.event_id for e in events]
+            [row] = await owner.fetch("SELECT event_id, quarantined_at, last_error FROM"
+                                      " outbox_events")  # fmt: skip
+            assert row["event_id"] == poison and row["quarantined_at"] is not None
+            assert "wildcard" in row["last_error"]
+            # The slot moved past everything (the relay stopped gracefully after its PubAcks).
+            left = await owner.fetch("SELECT * FROM outbox_wal_peek($1, NULL, $2)", slot,
+                                     publication)  # fmt: skip
+            assert not any(WAL_PREFIX.encode() in r["data"] for r in left)
+
+            assert not await relay.fetchval(
+                "SELECT rolreplication FROM pg_roles WHERE rolname = 'vertector_relay'"
+            )
+            await owner.execute("SELECT pg_create_logical_replication_slot('lp_other', 'pgoutput')")
+            await owner.execute("CREATE PUBLICATION lp_leaky FOR TABLE outbox_inbox")
+            denied = (
+                # The slot functions themselves (REPLICATION only).
+                ("SELECT * FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,"
+                 " 'proto_version', '1', 'publication_names', 'lp_leaky')", slot),
+                ("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", slot),
+                ("SELECT pg_drop_replication_slot($1)", slot),
+                ("SELECT pg_create_logical_replication_slot('lp_rogue', 'test_decoding')",),
+                # The outbox's functions, on a slot `wal setup` did not register or through a
+                # publication that would hand over a table's rows.
+                ("SELECT * FROM outbox_wal_peek('lp_other', NULL, $1)", publication),
+                ("SELECT * FROM outbox_wal_peek($1, NULL, 'lp_leaky')", slot),
+                # Registering a slot, or an event that would be published.
+                ("INSERT INTO outbox_wal_readers (slot) VALUES ('lp_other')",),
+                ("UPDATE outbox_wal_readers SET slot = 'lp_other'",),
+                ("INSERT INTO outbox_events (event_id, event_type, subject, partition_key,"
+                 " payload) VALUES (gen_random_uuid(), 't', 'academic.x', 'k', '')",),
+                ("DELETE FROM outbox_events",),
+            )  # fmt: skip
+            for statement, *args in denied:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await relay.execute(statement, *args)
+            # Fenced by the reader lease: another owner name moves nothing, writes nothing.
+            before = await owner.fetchval(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", slot
+            )
+            await owner.execute("SELECT pg_logical_emit_message(true, 'lp', 'x')")
+            assert await relay.fetchval(
+                "SELECT outbox_wal_advance($1, (pg_current_wal_lsn() - '0/0')::bigint,"
+                " 'intruder')", slot,
+            ) is None  # fmt: skip
+            assert await relay.fetchval(
+                "SELECT outbox_wal_quarantine(ARRAY[gen_random_uuid()], '{t}', '{academic.x}',"
+                " '{k}', ARRAY[''::bytea], '{\"{}\"}', '{1}', '{r}', ARRAY[now()], $1,"
+                " 'intruder')", slot,
+            ) == 0  # fmt: skip
+            after = await owner.fetchval(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", slot
+            )
+            assert after == before
+            assert await owner.fetchval("SELECT count(*) FROM outbox_events") == 1
+        finally:
+            await relay.close()
+            await owner.execute("DROP PUBLICATION IF EXISTS lp_leaky")
+            await owner.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = 'lp_other'"
+            )
+            await owner.close()
 
 
 async def test_consumer_role_reaches_only_its_own_inbox_rows(database_url: str) -> None:

@@ -240,8 +240,8 @@ async def test_an_idle_outbox_in_a_busy_database_still_releases_wal(wal_database
     await fetch(url, "INSERT INTO busy SELECT repeat('x', 100) FROM generate_series(1, 20000)")
     before = (await fetch(url, lag_sql, settings.slot_name))[0][0]
     assert before > 1_000_000
-    await fetch(url, "INSERT INTO outbox_wal_readers VALUES ($1, 'reader', 1, now() + interval"
-                     " '1 minute')", settings.slot_name)  # fmt: skip
+    await fetch(url, "UPDATE outbox_wal_readers SET owner = 'reader', epoch = 1, expires_at ="
+                     " now() + interval '1 minute' WHERE slot = $1", settings.slot_name)  # fmt: skip
     store = WalStore(
         PgStore(settings.dsn, pool_size=2), slot=settings.slot_name,
         publication=settings.wal_publication, owner="reader", heartbeat_seconds=0,
