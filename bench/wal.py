@@ -1,11 +1,10 @@
-"""`python -m bench.wal`: WAL capture beside table capture, same machine, same run.
+"""`python -m bench.wal`: how fast a logical slot itself can be read, without NATS (the relay's
+drain in both capture modes is `make bench`'s section (b)).
 
-  drain   a backlog of BENCH_BACKLOG events (default 100,000, enqueued 5,000 per transaction)
-          drained by one `vertector-relay run` process, OUTBOX_CAPTURE=table then =wal; rate
-          from the stream's own clock (first to last message), as `make bench` (b) does;
-  read    how fast the slot itself can be read, without NATS: the SQL slot functions the
-          relay uses (peek 3,000 rows, parse, advance) against the streaming replication
-          protocol (psycopg2's LogicalReplicationConnection, when psycopg2 is importable).
+  read    BENCH_BACKLOG events (default 100,000, emitted 5,000 per transaction) read through
+          the SQL slot functions the relay uses (peek 3,000 rows, parse, advance) against the
+          streaming replication protocol (psycopg2's LogicalReplicationConnection, when
+          psycopg2 is importable).
 
 Prints one line per figure and writes them to bench/results/wal.json.
 """
@@ -22,58 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import nats
 
-from bench.run import event, reset_stream, stream_span
-from devtools.processes import RelayProcess
-from devtools.servers import EmbeddedNats, EmbeddedPostgres, server_dir
-from outbox_client.capture import set_capture
-from outbox_client.streams import DEFAULT_STREAMS
+from bench.run import event
+from devtools.servers import EmbeddedPostgres, server_dir
 from outbox_client.walframe import WAL_PREFIX, encode
-from relay import schema, walslot
-from relay.natsstreams import apply_streams
 from relay.pgoutput import transactions
 
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "100000"))
 PER_TX = 5000
-
-
-async def fill(url: str, n: int) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from outbox_client import enqueue_many
-    from outbox_client.dburl import asyncpg_sqlalchemy_url
-
-    eng = create_async_engine(asyncpg_sqlalchemy_url(url))
-    try:
-        for start in range(0, n, PER_TX):
-            async with eng.begin() as conn:
-                await enqueue_many(conn, [event(i) for i in range(start, min(n, start + PER_TX))])
-    finally:
-        await eng.dispose()
-
-
-async def drain(url: str, nats_url: str, mode: str, n: int) -> float:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await reset_stream(js)
-    if mode == "wal":
-        await walslot.setup_database(url)
-    set_capture(mode)  # type: ignore[arg-type]
-    try:
-        await fill(url, n)
-    finally:
-        set_capture(None)
-    relay = RelayProcess(url, nats_url, f"bench-{mode}", RELAY_METRICS_PORT="0",
-                         OUTBOX_CAPTURE=mode).start()  # fmt: skip
-    try:
-        while (await js.stream_info("ACADEMIC_EVENTS")).state.messages < n:
-            await asyncio.sleep(0.2)
-    finally:
-        relay.stop()
-    _, seconds = await stream_span(js, n)
-    await nc.close()
-    return n / seconds
 
 
 async def read_sql(url: str, slot: str, n: int) -> float:
@@ -155,31 +110,18 @@ async def reads(url: str, n: int) -> dict[str, float | None]:
 async def main() -> int:
     base = server_dir("vertector-bench-wal-")
     pg = EmbeddedPostgres(base / "pg")
-    ns = EmbeddedNats(base / "nats")
     pg.start()
-    ns.start()
     results: dict[str, Any] = {"backlog": BACKLOG}
     try:
         admin = await asyncpg.connect(pg.url())
-        for db in ("bench_table", "bench_wal", "bench_read"):
-            await admin.execute(f"CREATE DATABASE {db}")
+        await admin.execute("CREATE DATABASE bench_read")
         await admin.close()
-        for db in ("bench_table", "bench_wal"):
-            await asyncio.to_thread(schema.upgrade, pg.url(db))
-        nc = await nats.connect(ns.url)
-        await apply_streams(nc.jetstream(), DEFAULT_STREAMS)
-        await nc.close()
-        for mode in ("table", "wal"):
-            rate = await drain(pg.url(f"bench_{mode}"), ns.url, mode, BACKLOG)
-            results[f"drain_events_per_s_{mode}"] = round(rate)
-            print(f"drain {mode:5}  {rate:9.0f} events/s  (backlog {BACKLOG})", flush=True)
         read = await reads(pg.url("bench_read"), BACKLOG)
         for how, per_s in read.items():
             results[f"read_events_per_s_{how}"] = None if per_s is None else round(per_s)
             shown = "n/a (psycopg2 not importable)" if per_s is None else f"{per_s:9.0f} events/s"
             print(f"read slot, {how:18} {shown}", flush=True)
     finally:
-        ns.stop()
         pg.stop()
     out = Path(__file__).parent / "results" / "wal.json"
     out.write_text(json.dumps(results, indent=2) + "\n")

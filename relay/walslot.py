@@ -11,6 +11,7 @@ loudly and the relay refuses to run unless told to accept the loss
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -214,12 +215,24 @@ def format_status(report: dict[str, Any]) -> str:
 async def setup_database(database_url: str) -> list[str]:
     """:func:`setup` for the database at ``database_url`` with the default slot and
     publication names (tests, benchmarks)."""
+    return await _on_database(database_url, setup)
+
+
+async def teardown_database(database_url: str) -> list[str]:
+    """:func:`teardown` of the default slot and publication (benchmarks: each WAL
+    measurement starts from a fresh slot, not behind the WAL of the ones before)."""
+    return await _on_database(database_url, teardown)
+
+
+async def _on_database(
+    database_url: str, command: Callable[[PgStore, str, str], Awaitable[list[str]]]
+) -> list[str]:
     from relay.settings import RelaySettings
 
     settings = RelaySettings(database_url=database_url)
     store = PgStore(settings.dsn, pool_size=2)
     await store.open()
     try:
-        return await setup(store, settings.slot_name, settings.wal_publication)
+        return await command(store, settings.slot_name, settings.wal_publication)
     finally:
         await store.close()
