@@ -30,8 +30,6 @@ class RelayStats:
     published: int = 0
     duplicates: int = 0
     batches: int = 0
-    atomic_batches: int = 0  # transactions stored as one atomic batch
-    split_events: int = 0  # events of transactions that went one by one after a batch failed
     retries: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     by_stream: Counter[str] = field(default_factory=Counter)
