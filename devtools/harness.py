@@ -183,25 +183,34 @@ async def connect(nats_url: str) -> Client:
     return await nats.connect(servers=nats_url.split(","), connect_timeout=2)
 
 
-async def stream_leader(nats_url: str, stream: str = "ACADEMIC_EVENTS") -> str:
-    """The server name of the stream's current leader, waiting out an election."""
-    for _ in range(100):
+async def stream_leader(
+    nats_url: str, stream: str = "ACADEMIC_EVENTS", *, other_than: str | None = None
+) -> str:
+    """The server name of the stream's current leader, waiting out an election.
+
+    With `other_than` (a node just killed or paused), wait until the servers asked report a
+    different leader: right after a node goes silent its peers still name it until their
+    election timeout passes, so one look would only read back the old leader."""
+    deadline = asyncio.get_running_loop().time() + 30.0
+    seen = None
+    while asyncio.get_running_loop().time() < deadline:
         try:
             nc = await connect(nats_url)
         except (TimeoutError, OSError, nats.errors.Error):
             continue  # a paused node: try again (servers are picked at random)
         try:
-            info = await nc.jetstream().stream_info(
-                stream,
-            )
+            info = await nc.jetstream().stream_info(stream)
             if info.cluster is not None and info.cluster.leader:
-                return str(info.cluster.leader)
+                seen = str(info.cluster.leader)
+                if seen != other_than:
+                    return seen
         except (TimeoutError, nats.errors.Error):
             pass  # no leader yet: the election is running
         finally:
             await nc.close()
         await asyncio.sleep(0.2)
-    raise AssertionError(f"stream {stream} has had no leader for 20 s")
+    wanted = f"a leader other than {other_than}" if other_than else "a leader"
+    raise AssertionError(f"stream {stream} has had no {wanted} for 30 s (last seen: {seen})")
 
 
 async def create_test_stream(

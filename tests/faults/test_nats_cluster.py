@@ -33,14 +33,15 @@ async def test_cluster_stream_leader_killed_then_paused_under_load(database_url:
             first = await stream_leader(cluster.url)
             leaders.append(first)
             cluster.node(first).kill()  # node loss: the stream must elect a new leader
-            leaders.append(await stream_leader(cluster.url))
+            leaders.append(await stream_leader(cluster.url, other_than=first))
             await asyncio.sleep(2.0)
             await asyncio.to_thread(cluster.node(first).start)  # it rejoins and catches up
             await asyncio.sleep(2.0)
             second = await stream_leader(cluster.url)
+            leaders.append(second)
             cluster.node(second).pause()  # silent, past the publish timeout and pings
             others = ",".join(n.url for n in cluster.nodes if n is not cluster.node(second))
-            leaders.append(await stream_leader(others))
+            leaders.append(await stream_leader(others, other_than=second))
             await asyncio.sleep(3.0)
             cluster.node(second).resume()
             await asyncio.sleep(2.0)
@@ -50,8 +51,9 @@ async def test_cluster_stream_leader_killed_then_paused_under_load(database_url:
             report = await under_load(workload, cluster.url, [relay], faults)
         assert_clean(report, [relay])
         assert relay.exits == [0], relay.tail()
-        assert leaders[0] != leaders[1], f"no election after the leader was killed: {leaders}"
-        assert leaders[2] != leaders[1] or leaders[1] == leaders[0], leaders
+        # stream_leader(other_than=...) raises unless a new leader was elected after each fault
+        assert leaders[0] != leaders[1] and len(leaders) == 4, leaders
+        assert leaders[3] != leaders[2], f"no election after the leader was paused: {leaders}"
         assert len(workload.committed) > 500
     finally:
         await asyncio.to_thread(cluster.stop)
