@@ -17,6 +17,7 @@ from devtools.harness import (
 )
 from devtools.servers import EmbeddedNatsCluster, server_dir
 from tests.relayrun import engine
+from tests.walsupport import both_modes  # noqa: F401 - every test in both capture modes
 
 
 async def test_cluster_stream_leader_killed_then_paused_under_load(database_url: str) -> None:

@@ -18,6 +18,7 @@ from devtools.harness import (
 )
 from tests.harness import PgTarget, asyncpg_url
 from tests.relayrun import engine
+from tests.walsupport import both_modes  # noqa: F401 - every test in both capture modes
 
 
 class SlotHog:
