@@ -8,7 +8,7 @@ import signal
 import sys
 
 from relay import commands
-from relay.checkpoints import POINTS, Checkpoints
+from relay.checkpoints import ATOMIC_POINTS, POINTS, Checkpoints
 from relay.cli import run_until_signalled
 from relay.log import setup_logging
 
@@ -16,7 +16,7 @@ from relay.log import setup_logging
 class CrashAt(Checkpoints):
     """Die at ``point`` (one of ``points``) as a power cut would: no cleanup, no flush."""
 
-    def __init__(self, point: str, points: tuple[str, ...] = POINTS) -> None:
+    def __init__(self, point: str, points: tuple[str, ...] = POINTS + ATOMIC_POINTS) -> None:
         if point not in points:
             raise ValueError(f"unknown crash point {point!r}: one of {', '.join(points)}")
         self.point = point
@@ -31,7 +31,10 @@ class CrashAt(Checkpoints):
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print(f"usage: python -m devtools.crash {{{','.join(POINTS)}}}", file=sys.stderr)
+        print(
+            f"usage: python -m devtools.crash {{{','.join(POINTS + ATOMIC_POINTS)}}}",
+            file=sys.stderr,
+        )
         return 2
     setup_logging("json", "info")
     crash = CrashAt(argv[0])

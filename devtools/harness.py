@@ -53,6 +53,7 @@ class Workload:
     committed: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
     rolled_back: set[uuid.UUID] = field(default_factory=set)
     unknown: set[uuid.UUID] = field(default_factory=set)  # the database failed mid-commit
+    transactions: list[tuple[uuid.UUID, ...]] = field(default_factory=list)  # committed ones
     wal_end: int = 0  # WAL capture: a position before the end of the last commit
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -95,6 +96,7 @@ class Workload:
             else:
                 for event in events:
                     self.committed[event.event_id] = (key, int(event.description or 0))
+                self.transactions.append(tuple(e.event_id for e in events))
                 done += len(events)
 
     async def run(self, per_producer: int | None = None) -> None:
@@ -214,9 +216,10 @@ async def stream_leader(
 
 
 async def create_test_stream(
-    nats_url: str, duplicate_window: float = 120, replicas: int = 1
+    nats_url: str, duplicate_window: float = 120, replicas: int = 1, *, allow_atomic: bool = False
 ) -> None:
-    """A LIMITS stream (so that it can be read back whole) over every academic subject."""
+    """A LIMITS stream (so that it can be read back whole) over every academic subject; with
+    ``allow_atomic``, taking atomic batches (WAL capture then sends transactions as batches)."""
     nc = await connect(nats_url)
     try:
         js = nc.jetstream()
@@ -225,7 +228,7 @@ async def create_test_stream(
                 await js.delete_stream(info.config.name)
         await js.add_stream(js_api.StreamConfig(
             name="ACADEMIC_EVENTS", subjects=["academic.>"], duplicate_window=duplicate_window,
-            num_replicas=replicas,
+            num_replicas=replicas, allow_atomic=True if allow_atomic else None,
         ))  # fmt: skip
         await js.add_stream(
             js_api.StreamConfig(name="NOTES_EVENTS", subjects=["notes.>"], num_replicas=replicas)

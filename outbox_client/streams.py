@@ -41,6 +41,9 @@ class StreamConfig(BaseModel):
     max_msgs: int = -1
     max_bytes: int = -1
     discard: Literal["old", "new"] = "old"
+    #: Atomic batch publish (nats-server 2.12+): WAL capture then publishes each transaction's
+    #: events all at once or none.
+    allow_atomic: bool = False
 
     def captures(self, subject: str) -> bool:
         """Whether a message on ``subject`` lands in this stream."""

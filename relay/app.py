@@ -24,7 +24,7 @@ from relay.leases import LeaseManager
 from relay.listener import PgListener
 from relay.log import log_event
 from relay.metrics import RelayMetrics
-from relay.natspublisher import NatsPublisher
+from relay.natspublisher import ATOMIC_BATCH_MAX, NatsPublisher
 from relay.natsstreams import check_configured, risky_settings, unroutable
 from relay.pgstore import PgLeaseStore, PgStore, application_name
 from relay.ports import Backlog, Rounds
@@ -76,6 +76,7 @@ class RelayApp:
             checkpoints=checkpoints,
         )
         self.store: PgStore | WalStore = self.table_store
+        atomic = settings.capture == "wal" and settings.wal_atomic_batches
         if settings.capture == "wal":
             self.store = WalStore(
                 self.table_store,
@@ -84,6 +85,7 @@ class RelayApp:
                 owner=settings.instance_name,
                 buffer_events=settings.wal_buffer_events,
                 checkpoints=checkpoints,
+                atomic_max_events=ATOMIC_BATCH_MAX if atomic else 0,
             )
         self.publisher = NatsPublisher(
             nats_config,
@@ -93,6 +95,7 @@ class RelayApp:
             publish_timeout=settings.publish_timeout_seconds,
             no_stream_max_attempts=settings.no_stream_max_attempts,
             checkpoints=checkpoints,
+            atomic_batches=atomic,
         )
         self.listener = PgListener(
             settings.dsn,

@@ -76,5 +76,9 @@ class Claims:
             heads = await self.store.claim_ids(sorted(due), partitions)
             # A head not found was sent by another relay or its partition moved: forget it.
             self.retrying.forget_heads(due - {row.id for row in heads})
+            # A store may hand a head out with the rest of its transaction: not what is in
+            # flight, nor what the claim above took.
+            taken = exclude | {row.id for row in rows}
+            heads = [row for row in heads if row.id not in taken]
             rows = sorted([*rows, *heads], key=lambda row: row.id)
         return rows, full

@@ -10,6 +10,16 @@ answered, only that event's key waits; no answer at all is TRANSIENT (an outage 
 batch gets none). Whatever can never succeed is POISON and quarantined with the reason: a
 permission violation, an answer that is not a PubAck, a JetStream error about the message
 itself (the table below).
+
+Atomic batches (a transaction in one message group, nats-server 2.12+, measured against
+2.15.1 in tests/integration/test_atomic_batches.py): the commit's answer speaks for the whole
+batch and names no message, and nothing of a refused batch is stored. So a batch the server
+turns down for what it is (atomic publish disabled on the stream 10174, too large 10199,
+incomplete 10176, a Nats-Msg-Id it already holds 10201: the re-publish of a batch it stored
+before a crash) or for a message in it (any code of the table below) is SPLIT: its events go
+one by one at once, each with its own Nats-Msg-Id verdict (a duplicate is settled as today).
+A batch refused "not now" (a full stream 10077, too many batches in flight 10210) or not
+answered waits whole, like one event.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from relay.ports import Failure, PublishResult, Stored, Verdict
 from relay.pubacks import (
     ApiError,
     ApiSilent,
+    BatchStored,
     NoReply,
     NoResponders,
     NoStream,
@@ -66,6 +77,18 @@ POISON_API_CODES = {
     10208: "batch publish ID unknown",
 }
 
+#: Answers to an atomic batch's commit that say it cannot go as one batch (see above).
+SPLIT_API_CODES = {
+    10174: "atomic publish is disabled on the stream",
+    10175: "atomic publish sequence is missing",
+    10176: "atomic publish batch is incomplete",
+    10177: "atomic publish header not supported",
+    10179: "atomic publish batch ID is invalid",
+    10199: "atomic publish batch is too large",
+    10200: "atomic publish batch commit is invalid",
+    10201: "the batch holds a message id the stream already has (a re-publish)",
+}
+
 TIMEOUT = Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
 NOT_SENT = Failure(Verdict.TRANSIENT, "not sent")
 _NO_RESPONDERS = "no stream captures the subject (or no responders)"
@@ -77,6 +100,8 @@ def judge(reply: Reply) -> PublishResult:
     match reply:
         case Stored():
             return reply
+        case BatchStored(stream=stream, seq=seq):
+            return Stored(stream, seq, duplicate=False)
         case NoReply():
             return TIMEOUT
         case NoResponders():
@@ -97,6 +122,25 @@ def judge(reply: Reply) -> PublishResult:
                 Verdict.POISON,
                 "permissions violation: the relay's NATS user may not publish to the subject",
             )
+
+
+def judge_batch(reply: Reply, batch_id: str, size: int) -> PublishResult:
+    """What the answer to an atomic batch's commit means for each of its ``size`` events: the
+    last one's :class:`Stored` (all were stored, in order), one verdict for all, or SPLIT."""
+    match reply:
+        case BatchStored(stream=stream, seq=seq, batch=batch, count=count):
+            if batch == batch_id and count == size:
+                return Stored(stream, seq, duplicate=False)
+            return Failure(Verdict.SPLIT, f"batch answer for {count} messages, sent {size}")
+        case Stored():
+            return Failure(Verdict.SPLIT, "the server stored the commit alone: no atomic batches")
+        case ApiError(err_code=err_code) if err_code in SPLIT_API_CODES:
+            return Failure(Verdict.SPLIT, f"jetstream {err_code}: {SPLIT_API_CODES[err_code]}")
+    verdict = judge(reply)
+    if isinstance(verdict, Failure) and verdict.verdict is Verdict.POISON:
+        # About one message of the batch, which the answer does not name.
+        return Failure(Verdict.SPLIT, verdict.reason)
+    return verdict
 
 
 def judge_no_responders(answer: StreamAnswer, attempts: int) -> Failure:

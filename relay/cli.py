@@ -120,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
         help="default: the product's (ACADEMIC_EVENTS a work queue: one service); fanout: "
         "ACADEMIC_EVENTS with limits retention, for several services with their own durables",
     )  # fmt: skip
+    apply.add_argument(
+        "--allow-atomic", action="store_true",
+        help="turn on atomic batch publish on every stream applied (nats-server 2.12.1+): WAL "
+        "capture then publishes each transaction all at once",
+    )  # fmt: skip
 
     migrate = sub.add_parser("migrate", help="upgrade the schema (same as `alembic upgrade head`)")
     migrate.add_argument("--revision", default="head")
@@ -219,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "streams":
-            for line in asyncio.run(commands.streams_apply(args.file, args.profile)):
+            for line in asyncio.run(
+                commands.streams_apply(args.file, args.profile, allow_atomic=args.allow_atomic)
+            ):
                 print(line)
             return 0
         if args.command == "migrate":

@@ -59,9 +59,13 @@ async def run(
     return 0
 
 
-async def streams_apply(path: Path | None = None, profile: str | None = None) -> list[str]:
+async def streams_apply(
+    path: Path | None = None, profile: str | None = None, *, allow_atomic: bool = False
+) -> list[str]:
     nats_config = load_nats()
     specs = STREAM_PROFILES[profile] if profile else configured_streams(path)
+    if allow_atomic:
+        specs = tuple(spec.model_copy(update={"allow_atomic": True}) for spec in specs)
     try:
         nc = await connect_nats(nats_config)
     except NATSConnectionError as exc:

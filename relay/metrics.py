@@ -16,7 +16,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from relay.stats import RelayStats
+from relay.stats import ATOMIC_OUTCOMES, RelayStats
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -57,6 +57,21 @@ class _StatsCollector(Collector):
         yield quarantined
         yield CounterMetricFamily(
             "vertector_relay_batches", "Claim-publish-record rounds", value=s.batches
+        )
+        atomic = CounterMetricFamily(
+            "vertector_relay_atomic_batches",
+            "WAL capture's transactions of several events, by outcome: stored (one atomic"
+            " batch), split (batch refused, events one by one), retried (not stored now),"
+            " fallback (sent event by event: no allow_atomic, old server, several streams)",
+            labels=["outcome"],
+        )  # fmt: skip
+        for outcome in ATOMIC_OUTCOMES:
+            atomic.add_metric([outcome], s.atomic[outcome])
+        yield atomic
+        yield CounterMetricFamily(
+            "vertector_relay_split_events",
+            "Events of transactions whose atomic batch was refused, sent one by one",
+            value=s.split_events,
         )
         yield CounterMetricFamily(
             "vertector_relay_rows_purged", "Sent rows deleted after the retention", value=s.purged

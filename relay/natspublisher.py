@@ -3,6 +3,13 @@
 It gathers the facts about each publish as typed answers (:mod:`relay.pubacks`), including,
 for "no responders" seen ``no_stream_max_attempts`` times, JetStream's API's word on which
 stream captures the subject; :mod:`relay.classify` says what they mean.
+
+Atomic batches (``atomic_batches``, WAL capture): consecutive rows of one transaction whose
+subjects one stream captures, a stream with ``allow_atomic`` on a server 2.12.1 or later (the
+first to accept ``Nats-Msg-Id`` in a batch), go as one batch of ADR-50: headers
+``Nats-Batch-Id`` (new for every attempt), ``Nats-Batch-Sequence`` 1..n, ``Nats-Batch-Commit: 1``
+on the last, which alone asks for a reply: the PubAck of the whole batch, or its refusal.
+Which streams allow it is asked at connect and again every ``ATOMIC_RECHECK_SECONDS``.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+import uuid
 from collections.abc import Sequence
 
 import nats
@@ -30,6 +39,7 @@ from relay.classify import (
     TIMEOUT,
     classify,
     judge,
+    judge_batch,
     judge_no_responders,
     refused,
     unavailable,
@@ -37,7 +47,7 @@ from relay.classify import (
 from relay.cloudevents import binary_headers
 from relay.errors import PublishError
 from relay.log import log_event
-from relay.ports import OutboxRow, PublishResult
+from relay.ports import Failure, OutboxRow, PublishResult, Stored, Verdict
 from relay.pubacks import (
     ApiSilent,
     NoResponders,
@@ -52,6 +62,14 @@ logger = logging.getLogger("relay.nats")
 _TRACEPARENT = Header.TRACEPARENT.value
 #: nats-py's text (lower-cased) for a refused SUB; the subject follows.
 _DENIED_INBOX = 'nats: permissions violation for subscription to "'
+#: nats-server's limit on the messages of one atomic batch (ADR-50).
+ATOMIC_BATCH_MAX = 1000
+#: The first server whose atomic batches accept Nats-Msg-Id (deduplication).
+ATOMIC_MIN_SERVER = (2, 12, 1)
+ATOMIC_RECHECK_SECONDS = 60.0
+_BATCH_ID = "Nats-Batch-Id"
+_BATCH_SEQ = "Nats-Batch-Sequence"
+_BATCH_COMMIT = "Nats-Batch-Commit"
 
 
 class NatsPublisher:
@@ -72,8 +90,14 @@ class NatsPublisher:
         no_stream_max_attempts: int = 20,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
         cloudevents: bool = False,
+        atomic_batches: bool = False,
     ) -> None:
         self.config = config
+        self.atomic_batches = atomic_batches
+        self._atomic: set[str] = set()  # configured streams that take atomic batches
+        self._atomic_checked = -math.inf
+        self._atomic_logged = False
+        self._stream_of: dict[str, str | None] = {}
         self.cloudevents = cloudevents
         self.admission = Admission(streams)
         self.max_in_flight = max_in_flight
@@ -126,6 +150,8 @@ class NatsPublisher:
         self._nc, self._acks = nc, acks
         self._js = nc.jetstream()
         self.connected.set()
+        if self.atomic_batches:
+            await self._learn_atomic()
         log_event(
             logger,
             "relay.nats.connected",
@@ -188,6 +214,52 @@ class NatsPublisher:
         if self._nc is None:
             await self.connect()
 
+    # --- atomic batches --------------------------------------------------------------------
+
+    async def _learn_atomic(self) -> None:
+        """Which configured streams take atomic batches: the server's version and each
+        stream's ``allow_atomic``; logged when it changes."""
+        self._atomic_checked = time.monotonic()
+        nc, js = self.client, self.jetstream
+        version = nc.connected_server_version
+        found: set[str] = set()
+        why: dict[str, str] = {}
+        if (version.major, version.minor, version.patch) < ATOMIC_MIN_SERVER:
+            why = {s.name: f"nats-server {version} (atomic batches need 2.12.1+)"
+                   for s in self.admission.streams}  # fmt: skip
+        else:
+            for spec in self.admission.streams:
+                try:
+                    info = await js.stream_info(spec.name)
+                except (TimeoutError, nats.errors.Error) as exc:
+                    why[spec.name] = f"stream info: {type(exc).__name__}"
+                    continue
+                if info.config.allow_atomic:
+                    found.add(spec.name)
+                else:
+                    why[spec.name] = "allow_atomic is off (streams apply --allow-atomic)"
+        if found != self._atomic or not self._atomic_logged:
+            self._atomic_logged = True
+            log_event(logger, "relay.atomic.streams", atomic=sorted(found), plain=why)
+        self._atomic = found
+
+    def _stream(self, subject: str) -> str | None:
+        try:
+            return self._stream_of[subject]
+        except KeyError:
+            pass
+        name = next((s.name for s in self.admission.streams if s.captures(subject)), None)
+        if len(self._stream_of) >= 10_000:
+            self._stream_of.clear()
+        self._stream_of[subject] = name
+        return name
+
+    def batchable(self, rows: Sequence[OutboxRow]) -> bool:
+        if not self.atomic_batches or not 2 <= len(rows) <= ATOMIC_BATCH_MAX:
+            return False
+        stream = self._stream(rows[0].subject)
+        return stream in self._atomic and all(self._stream(r.subject) == stream for r in rows)
+
     # --- publishing ------------------------------------------------------------------------
 
     async def publish(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
@@ -195,12 +267,14 @@ class NatsPublisher:
             await self._ensure_open()
         except PublishError as exc:
             return [unavailable(exc)] * len(rows)
+        if self.atomic_batches and time.monotonic() - self._atomic_checked > ATOMIC_RECHECK_SECONDS:
+            await self._learn_atomic()
         results: list[PublishResult] = []
         streams: dict[str, StreamAnswer] = {}  # subject -> the API's answer, asked once
         # Chunks no larger than the in-flight limit: nats-py's semaphore then never blocks, since
         # every earlier future is done or cancelled (which frees its slot) before the next chunk.
-        for start in range(0, len(rows), self.max_in_flight):
-            chunk = rows[start : start + self.max_in_flight]
+        # A transaction's rows stay in one chunk.
+        for chunk in _chunks(rows, self.max_in_flight):
             results += await self._publish_chunk(chunk, streams)
         return results
 
@@ -225,35 +299,27 @@ class NatsPublisher:
         self, rows: Sequence[OutboxRow], streams: dict[str, StreamAnswer]
     ) -> list[PublishResult]:
         nc = self.client
-        max_payload = nc.max_payload
         results: list[PublishResult | None] = [None] * len(rows)
         futures: dict[asyncio.Future[Reply], int] = {}
-        tracing = self.config.enable_tracing
-        for index, row in enumerate(rows):
-            problem = self.admission.refusal(row)
-            if problem is not None:
-                results[index] = refused(problem)
+        batches: dict[asyncio.Future[Reply], tuple[str, list[int]]] = {}
+        for group in _groups(rows):
+            ready = []
+            for index in group:
+                headers = self._headers(rows[index], nc.max_payload)
+                if isinstance(headers, Failure):
+                    results[index] = headers
+                else:
+                    ready.append((index, headers))
+            if len(ready) > 1 and len(group) > 1:
+                await self._send_batch(rows, ready, results, batches)
                 continue
-            headers = outgoing_headers(row)
-            if tracing and _TRACEPARENT in headers:
-                headers = relay_span_headers(headers, row.subject)
-            if self.cloudevents:
-                headers.update(binary_headers(row))
-            problem = oversize(row, headers, max_payload)
-            if problem is not None:
-                results[index] = refused(problem)
-                continue
-            inbox, future = self._acks.expect(row.subject)
-            try:
-                await nc.publish(row.subject, row.payload, reply=inbox, headers=headers)
-            except Exception as exc:  # every failure becomes a verdict: see classify()
-                future.cancel()
-                results[index] = classify(exc)
-                continue
-            futures[future] = index
-        if futures:
+            for index, headers in ready:
+                future = await self._send(rows[index], headers, results, index)
+                if future is not None:
+                    futures[future] = index
+        if futures or batches:
             self.checkpoints.reached("after_publish_before_ack")
-            _, pending = await asyncio.wait(futures, timeout=self.publish_timeout)
+            _, pending = await asyncio.wait([*futures, *batches], timeout=self.publish_timeout)
             for future in pending:
                 future.cancel()
             asking = self.no_stream_max_attempts - 1  # attempts before this one
@@ -266,7 +332,86 @@ class NatsPublisher:
                     results[index] = await self._no_responders(rows[index], streams)
                 else:
                     results[index] = judge(answer)
+            for future, (batch_id, indexes) in batches.items():
+                self._settle_batch(future, batch_id, [rows[i] for i in indexes], indexes, results)
         return [r if r is not None else NOT_SENT for r in results]
+
+    def _headers(self, row: OutboxRow, max_payload: int) -> dict[str, str] | Failure:
+        """The message's headers, or why it may not go."""
+        problem = self.admission.refusal(row)
+        if problem is not None:
+            return refused(problem)
+        headers = outgoing_headers(row)
+        if self.config.enable_tracing and _TRACEPARENT in headers:
+            headers = relay_span_headers(headers, row.subject)
+        if self.cloudevents:
+            headers.update(binary_headers(row))
+        # Room for the batch headers, which a message may get.
+        problem = oversize(row, {**headers, _BATCH_ID: "x" * 32, _BATCH_SEQ: "1000",
+                                 _BATCH_COMMIT: "1"}, max_payload)  # fmt: skip
+        return refused(problem) if problem is not None else headers
+
+    async def _send(
+        self, row: OutboxRow, headers: dict[str, str], results: list[PublishResult | None],
+        index: int, *, reply: bool = True,
+    ) -> asyncio.Future[Reply] | None:  # fmt: skip
+        """Send one message; its reply's future (None when the send itself failed)."""
+        inbox, future = self._acks.expect(row.subject) if reply else ("", None)
+        try:
+            await self.client.publish(row.subject, row.payload, reply=inbox, headers=headers)
+        except Exception as exc:  # every failure becomes a verdict: see classify()
+            if future is not None:
+                future.cancel()
+            results[index] = classify(exc)
+            return None
+        return future
+
+    async def _send_batch(
+        self,
+        rows: Sequence[OutboxRow],
+        ready: list[tuple[int, dict[str, str]]],
+        results: list[PublishResult | None],
+        batches: dict[asyncio.Future[Reply], tuple[str, list[int]]],
+    ) -> None:
+        """One transaction as one atomic batch: only the commit (the last) asks for a reply."""
+        batch_id = uuid.uuid4().hex
+        last = len(ready) - 1
+        for n, (index, headers) in enumerate(ready):
+            headers[_BATCH_ID] = batch_id
+            headers[_BATCH_SEQ] = str(n + 1)
+            if n == last:
+                headers[_BATCH_COMMIT] = "1"
+                if self.checkpoints.armed("mid_atomic_batch"):
+                    await self.client.flush()  # all but the commit are on the server
+                    self.checkpoints.reached("mid_atomic_batch")
+            future = await self._send(rows[index], headers, results, index, reply=n == last)
+            if results[index] is not None:  # the send failed: the batch is incomplete
+                for other, _ in ready:
+                    results[other] = results[index]
+                return
+            if future is not None:
+                batches[future] = (batch_id, [i for i, _ in ready])
+
+    def _settle_batch(
+        self,
+        future: asyncio.Future[Reply],
+        batch_id: str,
+        rows: list[OutboxRow],
+        indexes: list[int],
+        results: list[PublishResult | None],
+    ) -> None:
+        answer: PublishResult = (
+            TIMEOUT if future.cancelled() else judge_batch(future.result(), batch_id, len(rows))
+        )
+        if isinstance(answer, Stored):
+            first = answer.seq - len(rows) + 1
+            for n, index in enumerate(indexes):
+                results[index] = Stored(answer.stream, first + n, duplicate=False)
+            return
+        if answer.verdict is Verdict.SPLIT and "10174" in answer.reason:
+            self._atomic.discard(self._stream(rows[0].subject) or "")  # until the next check
+        for index in indexes:
+            results[index] = answer
 
     async def close(self, drain_seconds: float = 10.0) -> None:
         """Drain (flush what is buffered, wait for acks in flight) and close."""
@@ -279,3 +424,27 @@ class NatsPublisher:
         except (TimeoutError, nats.errors.Error) as exc:
             log_event(logger, "relay.nats.drain_failed", level=logging.WARNING, error=str(exc))
             await nc.close()
+
+
+def _groups(rows: Sequence[OutboxRow]) -> list[list[int]]:
+    """Indexes of consecutive rows of one transaction together; every other row alone."""
+    groups: list[list[int]] = []
+    for index, row in enumerate(rows):
+        if row.txn is not None and groups and rows[groups[-1][0]].txn == row.txn:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def _chunks(rows: Sequence[OutboxRow], size: int) -> list[Sequence[OutboxRow]]:
+    """``rows`` cut into chunks of at most ``size`` rows (more only for one transaction)."""
+    chunks: list[Sequence[OutboxRow]] = []
+    start = 0
+    for group in _groups(rows):
+        if group[-1] + 1 - start > size and group[0] > start:
+            chunks.append(rows[start : group[0]])
+            start = group[0]
+    if start < len(rows):
+        chunks.append(rows[start:])
+    return chunks

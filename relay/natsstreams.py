@@ -50,6 +50,8 @@ def to_nats(spec: StreamConfig) -> js_api.StreamConfig:
         max_msgs=spec.max_msgs,
         max_bytes=spec.max_bytes,
         discard=_DISCARD[spec.discard],
+        # Sent only when wanted: a server older than 2.12 ignores it (checked after apply).
+        allow_atomic=True if spec.allow_atomic else None,
     )
 
 
@@ -57,6 +59,8 @@ def _differences(want: js_api.StreamConfig, have: js_api.StreamConfig) -> list[s
     changes = []
     if sorted(want.subjects or []) != sorted(have.subjects or []):
         changes.append(f"subjects {sorted(have.subjects or [])} -> {sorted(want.subjects or [])}")
+    if bool(want.allow_atomic) != bool(have.allow_atomic):
+        changes.append(f"allow_atomic {bool(have.allow_atomic)} -> {bool(want.allow_atomic)}")
     for name in ("retention", "max_age", "duplicate_window", "num_replicas", "max_msgs",
                  "max_bytes", "discard"):  # fmt: skip
         old, new = getattr(have, name), getattr(want, name)
@@ -98,10 +102,19 @@ async def apply_streams(js: JetStreamContext, specs: Sequence[StreamConfig]) -> 
             )
         changes = _differences(want, have)
         if changes:
+            if have.allow_atomic and not want.allow_atomic:
+                want.allow_atomic = False  # to turn it off it must be sent
             await js.update_stream(want)
             results.append(Applied(spec.name, "updated", tuple(changes)))
         else:
             results.append(Applied(spec.name, "unchanged"))
+    for spec in specs:
+        if spec.allow_atomic and not (await js.stream_info(spec.name)).config.allow_atomic:
+            raise ConfigError(
+                f"stream {spec.name}: allow_atomic did not take (this nats-server ignores it; "
+                "atomic batches need nats-server 2.12.1 or later): upgrade the server or set "
+                "allow_atomic false; the relay publishes transactions event by event without it"
+            )
     return results
 
 

@@ -30,6 +30,9 @@ class OutboxRow:
     created_at: datetime
     #: Set by ``vertector-relay replay --fresh-ids`` only (a column no producer may write).
     replay_label: str | None = None
+    #: Set by a store that knows transactions (WAL capture) on every unsettled event of one
+    #: transaction it hands out whole: rows sharing it may go as one atomic batch.
+    txn: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,9 @@ class Verdict(Enum):
     #: is due again as soon as its stream acknowledges something.
     NO_RESPONDERS = "no_responders"
     POISON = "poison"  # can never succeed: quarantine now
+    #: The transaction could not go as one atomic batch (nothing of it was stored): publish
+    #: its events one by one, now, each with its own verdict.
+    SPLIT = "split"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +112,13 @@ class Publisher(Protocol):
     async def publish(self, rows: Sequence[OutboxRow]) -> list[PublishResult]:
         """Publish ``rows`` pipelined; one result per row, in order. Never raises for one
         message's failure: it becomes a :class:`Failure` with a verdict, settled (a stream
-        that does not exist is POISON, not NO_RESPONDERS, once the publisher knows)."""
+        that does not exist is POISON, not NO_RESPONDERS, once the publisher knows).
+        Consecutive rows sharing a ``txn`` are one transaction, sent as one atomic batch: all
+        stored or none (then each row has the batch's verdict, or SPLIT)."""
+        ...
+
+    def batchable(self, rows: Sequence[OutboxRow]) -> bool:
+        """Whether these rows of one transaction can go as one atomic batch (no I/O)."""
         ...
 
 

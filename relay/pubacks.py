@@ -65,7 +65,17 @@ class NoReply:
     """Nothing came back in time (NATS down, slow, cut off)."""
 
 
-Reply = Stored | ApiError | NoResponders | NotAPubAck | PermissionDenied | NoReply
+@dataclass(frozen=True, slots=True)
+class BatchStored:
+    """The PubAck of an atomic batch's commit: ``count`` messages stored, the last at ``seq``."""
+
+    stream: str
+    seq: int
+    batch: str
+    count: int
+
+
+Reply = Stored | BatchStored | ApiError | NoResponders | NotAPubAck | PermissionDenied | NoReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,9 @@ def read_reply(msg: Msg) -> Reply:
     stream, seq = body.get("stream"), body.get("seq")
     if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool):
         return NotAPubAck(status[:20], len(msg.data))
+    batch, count = body.get("batch"), body.get("count")
+    if isinstance(batch, str) and isinstance(count, int) and not isinstance(count, bool):
+        return BatchStored(stream=stream, seq=seq, batch=batch[:64], count=count)
     # A first publish has no "duplicate" field; a re-publish dropped as a duplicate has true.
     return Stored(stream=stream, seq=seq, duplicate=bool(body.get("duplicate")))
 

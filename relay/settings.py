@@ -125,6 +125,11 @@ class WalSettings(DatabaseSettings):
         description="WAL capture: start even though the slot was invalidated while the relay "
         "was down (events committed meanwhile may be lost); the slot is recreated",
     )
+    wal_atomic_batches: bool = Field(
+        default=True,
+        description="WAL capture: publish a transaction's events as one atomic batch (all "
+        "visible at once or none) where the stream has allow_atomic (nats-server 2.12.1+)",
+    )
 
     @property
     def slot_name(self) -> str:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from outbox_client.events.registry import registered_events
 from outbox_client.headers import Header
 from relay.log import log_event
-from relay.ports import OutboxRow, Stored
+from relay.ports import Failure, OutboxRow, PublishResult, Stored, Verdict
 
 logger = logging.getLogger("relay.stats")
 _TYPE = Header.EVENT_TYPE.value
+
+#: How a transaction of several events handed out whole (WAL capture) went, the labels of
+#: ``vertector_relay_atomic_batches_total``: stored as one atomic batch; split (its batch was
+#: refused for what it holds, its events went one by one); retried (its batch was not stored
+#: now: it waits whole); fallback (sent event by event: the publisher cannot batch it).
+ATOMIC_OUTCOMES = ("stored", "split", "retried", "fallback")
 
 #: Producers choose the event type header, and each distinct value would be a metric series of
 #: its own. The catalog's types always get their label; beyond them at most this many other
@@ -30,6 +36,9 @@ class RelayStats:
     published: int = 0
     duplicates: int = 0
     batches: int = 0
+    #: WAL capture's transactions of several events, by how they went (see ATOMIC_OUTCOMES).
+    atomic: Counter[str] = field(default_factory=Counter)
+    split_events: int = 0  # events of transactions that went one by one after a batch failed
     retries: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     by_stream: Counter[str] = field(default_factory=Counter)
@@ -83,11 +92,28 @@ class RelayStats:
         if sent:
             self.last_progress = time.monotonic()
 
+    def record_atomic(self, results: Sequence[PublishResult]) -> None:
+        """The results of one transaction sent as an atomic batch (its rows refused before
+        sending, by the checks or the publisher, are quarantined whatever the batch did)."""
+        answers = [r for r in results if not _is(r, Verdict.POISON)]
+        if not answers:
+            return
+        if all(isinstance(r, Stored) for r in answers):
+            self.atomic["stored"] += 1
+        elif any(_is(r, Verdict.SPLIT) for r in answers):
+            self.atomic["split"] += 1
+        else:
+            self.atomic["retried"] += 1
+
     def record_retry(self, reason: str) -> None:
         self.retries[_reason_class(reason)] += 1
 
     def record_quarantine(self, reason: str) -> None:
         self.quarantined[_reason_class(reason)] += 1
+
+
+def _is(result: PublishResult, verdict: Verdict) -> bool:
+    return isinstance(result, Failure) and result.verdict is verdict
 
 
 def _reason_class(reason: str) -> str:

@@ -14,6 +14,12 @@ acknowledged by JetStream or written to the quarantine. A crash re-reads from th
 re-published events carry the same ``Nats-Msg-Id`` (their event id) and JetStream drops
 them. Transactions are decoded in commit order, so per-key order is commit order.
 
+Transactions: with ``atomic_max_events`` set, the events of a transaction of 2 up to that
+many events carry its number (``OutboxRow.txn``) and are handed out whole: a claim takes all
+of a transaction's unsettled events or none of them (when one of its keys is held back, the
+transaction waits, and so do the later events of all of its keys), and a retry head comes with
+the rest of its transaction. The publisher may then send them as one atomic batch.
+
 Ids: each event decoded gets a number from a counter of this process (never reused), which
 is what the loop calls a row id. ``reset()`` (a change of the reader lease) forgets the
 buffer: the next claim re-reads from the slot's confirmed position.
@@ -73,8 +79,10 @@ class WalStore:
         clock: Callable[[], float] = time.monotonic,
         checkpoints: Checkpoints = NO_CHECKPOINTS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        atomic_max_events: int = 0,
     ) -> None:
         self.base = base
+        self.atomic_max_events = atomic_max_events
         self.heartbeat_seconds = heartbeat_seconds
         self.checkpoints = checkpoints
         self.slot = slot
@@ -130,18 +138,52 @@ class WalStore:
         self, skip: set[int], held: set[str], owned: set[int], limit: int
     ) -> list[OutboxRow]:
         found: list[OutboxRow] = []
-        for row in self._rows.values():
-            if row.id in skip or row.partition_key in held or row.partition not in owned:
+        waiting: set[str] = set()  # keys of a transaction that waits: their later rows wait
+        rows = iter(self._rows.values())
+        for row in rows:
+            if row.txn is None:
+                if row.id in skip or row.partition_key in held or row.partition not in owned:
+                    continue
+                if row.partition_key in waiting:
+                    continue
+                found.append(row)
+                if len(found) >= limit:
+                    break
                 continue
-            found.append(row)
+            group = [row, *(r for r in self._txn_rows(row) if r.id != row.id)]
+            for _ in group[1:]:
+                next(rows)  # a transaction's rows are consecutive in the buffer
+            group = [r for r in group if r.id not in skip]  # in flight or being settled
+            if not group:
+                continue
+            keys = {r.partition_key for r in group}
+            if keys & (held | waiting) or any(r.partition not in owned for r in group):
+                waiting |= keys
+                continue
+            if found and len(found) + len(group) > limit:
+                break  # a transaction is not split between claims
+            found += group
             if len(found) >= limit:
                 break
         return found
 
+    def _txn_rows(self, row: OutboxRow) -> list[OutboxRow]:
+        """The unsettled rows of ``row``'s transaction, in commit order."""
+        txn = self._txn_of.get(row.id)
+        if txn is None:
+            return [row]
+        return sorted((self._rows[i] for i in txn.unsettled if i in self._rows), key=_by_id)
+
     async def claim_ids(self, ids: Sequence[int], partitions: Sequence[int]) -> list[OutboxRow]:
+        """The heads ``ids``, each with the rest of its transaction when it has a ``txn``."""
         owned = set(partitions)
-        rows = (self._rows.get(i) for i in ids)
-        return sorted((r for r in rows if r and r.partition in owned), key=lambda r: r.id)
+        found: dict[int, OutboxRow] = {}
+        for row in (self._rows.get(i) for i in ids):
+            if row is None or row.partition not in owned:
+                continue
+            for r in self._txn_rows(row) if row.txn is not None else [row]:
+                found[r.id] = r
+        return sorted(found.values(), key=_by_id)
 
     async def _read(self, limit: int) -> None:
         """Decode the transactions after those already read (about ``limit`` events)."""
@@ -180,6 +222,8 @@ class WalStore:
         entry = _Txn(txn.end_lsn, txn.committed_at, set(), txn.changes)
         self._txns.append(entry)
         poison: list[tuple[OutboxRow, str]] = []
+        events = sum(prefix == WAL_PREFIX for prefix, _ in txn.messages)
+        group = txn.end_lsn if 2 <= events <= self.atomic_max_events else None
         for prefix, content in txn.messages:
             if prefix != WAL_PREFIX:
                 continue  # another producer's message, or the relay's heartbeat
@@ -200,6 +244,7 @@ class WalStore:
                     headers=frame.headers,  # type: ignore[arg-type]  # checked by relay.checks
                     attempts=0,
                     created_at=txn.committed_at,
+                    txn=group,
                 )
                 self._rows[row_id] = row
                 self._types[row_id] = frame.event_type
@@ -311,6 +356,10 @@ class WalStore:
     @property
     def confirmed_lsn(self) -> int:
         return self._confirmed_lsn
+
+
+def _by_id(row: OutboxRow) -> int:
+    return row.id
 
 
 def _headers_json(row: OutboxRow) -> str:

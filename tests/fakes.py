@@ -42,6 +42,9 @@ class FakePublisher:
             results.append(Stored("ACADEMIC_EVENTS", len(self.stream), duplicate))
         return results
 
+    def batchable(self, rows: Sequence[OutboxRow]) -> bool:
+        return False
+
     def keys_in_order(self) -> dict[str, list[int]]:
         order: dict[str, list[int]] = {}
         for row in self.stream:
