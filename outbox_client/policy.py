@@ -138,7 +138,51 @@ def headers_problem(headers: object, *, reserved_allowed: bool = False) -> str |
     """Why ``headers`` (as stored by a producer) cannot be sent, or ``None``.
 
     ``reserved_allowed`` is for the relay's own outgoing block, which carries ``Nats-Msg-Id``.
+
+    The relay asks this of every row it sends, and a producer's rows carry few distinct sets of
+    header names: a set of names already found acceptable is remembered, so that such a row
+    costs a look-up and one scan of its values; anything else takes the full walk, which names
+    the problem.
     """
+    if type(headers) is dict:
+        names = tuple(headers)
+        names_bytes = _accepted_names.get(names)
+        if names_bytes is not None:
+            try:
+                values = "".join(headers.values())
+            except TypeError:  # a value that is not a string: the walk names it
+                pass
+            else:
+                size = 12 + 4 * len(names) + names_bytes + len(values.encode())
+                if size <= MAX_HEADER_BLOCK and _BAD_VALUE.search(values) is None:
+                    return None
+    problem = _headers_walk(headers, reserved_allowed)
+    if problem is None:
+        _remember_names(headers)
+    return problem
+
+
+#: Tuples of header names that passed every name check (none reserved, whoever asked), with
+#: their encoded length; cleared when full (hostile rows may bring many distinct names).
+_accepted_names: dict[tuple[str, ...], int] = {}
+_REMEMBERED_NAME_SETS = 4096
+#: Longest names tuple remembered (in characters), so that the memory stays small.
+_REMEMBERED_NAMES_LENGTH = 1024
+
+
+def _remember_names(headers: object) -> None:
+    if type(headers) is not dict or reserved_header(headers) is not None:
+        return
+    names = tuple(headers)
+    length = sum(len(name) for name in names)  # names are ASCII tokens: bytes = characters
+    if length > _REMEMBERED_NAMES_LENGTH:
+        return
+    if len(_accepted_names) >= _REMEMBERED_NAME_SETS:
+        _accepted_names.clear()
+    _accepted_names[names] = length
+
+
+def _headers_walk(headers: object, reserved_allowed: bool) -> str | None:
     if not isinstance(headers, Mapping):
         return (
             f"headers of type {type(headers).__name__}: headers must be a JSON object "

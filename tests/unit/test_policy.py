@@ -59,3 +59,34 @@ def test_header_problems(headers: object, problem: str) -> None:
 def test_good_headers_pass() -> None:
     assert headers_problem({"Vertector-Event-Type": "academic.course.created"}) is None
     assert headers_problem({"Nats-Msg-Id": "x"}, reserved_allowed=True) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"x": 1}, "header 'x' has a value of type int: header values must be strings"),
+        ({"x": None}, "header 'x' has a value of type NoneType: header values must be strings"),
+        ({"x": "a\r\nb"}, "header 'x' contains CR, LF or NUL"),
+        ({"y": "b\x00"}, "header 'y' contains CR, LF or NUL"),
+        (
+            {"x": "v" * MAX_HEADER_BLOCK},
+            f"header block of {MAX_HEADER_BLOCK + 26} bytes (limit {MAX_HEADER_BLOCK})",
+        ),
+    ],
+)
+def test_names_seen_before_do_not_let_a_bad_value_through(
+    values: dict[str, object], problem: str
+) -> None:
+    """The relay remembers header names it has accepted; the values are still checked, and the
+    refusal reads as it did the first time."""
+    assert headers_problem({"x": "fine", "y": "fine"}) is None  # these names are remembered
+    assert (headers_problem({"x": "fine", "y": "fine"} | values) or "").startswith(problem)
+
+
+def test_names_accepted_with_reserved_allowed_are_not_remembered_for_producers() -> None:
+    assert headers_problem({"Nats-Msg-Id": "x", "a": "b"}, reserved_allowed=True) is None
+    assert "reserved" in (headers_problem({"Nats-Msg-Id": "x", "a": "b"}) or "")
+    # Many distinct name sets (hostile rows) keep the memory bounded.
+    for i in range(10_000):
+        assert headers_problem({f"h{i}": "v"}) is None
+    assert len(policy._accepted_names) <= policy._REMEMBERED_NAME_SETS
