@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,14 +100,24 @@ class ApiSilent:
 StreamAnswer = StreamFound | NoStream | ApiSilent
 
 
+#: Settled publishes are forgotten when this many are held (amortised: then at twice those
+#: still waiting).
+_PRUNE_AT = 4096
+
+
 class PubAcks:
-    """One reply subject per message under a private inbox; ``expect()`` gives both halves."""
+    """One reply subject per message under a private inbox; ``expect()`` gives both halves.
+
+    A reply forgets its publish; a publish settled otherwise (cancelled after the timeout, or
+    refused by the server) is forgotten at the next prune, so that a publish costs no callback.
+    """
 
     def __init__(self) -> None:
         self._prefix = ""
         self._next = 0
-        self._futures: dict[str, asyncio.Future[Reply]] = {}
-        self._by_subject: dict[str, deque[str]] = {}  # lower-cased subject -> tokens, oldest 1st
+        #: token -> the publish's future and subject, oldest first.
+        self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
+        self._prune_at = _PRUNE_AT
 
     async def start(self, nc: Client) -> None:
         """Subscribe on ``nc`` (nats-py re-subscribes by itself after a reconnect)."""
@@ -117,45 +126,40 @@ class PubAcks:
 
     def expect(self, subject: str) -> tuple[str, asyncio.Future[Reply]]:
         """A reply subject for a publish to ``subject`` and the future its reply resolves."""
+        if len(self._waiting) >= self._prune_at:
+            self._prune()
         self._next += 1
         token = str(self._next)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._futures[token] = future
-        waiting = self._by_subject.setdefault(subject.lower(), deque())
-        waiting.append(token)
-
-        def forget(_: object) -> None:
-            self._futures.pop(token, None)
-            if token in waiting:
-                waiting.remove(token)
-            if not waiting:
-                self._by_subject.pop(subject.lower(), None)
-
-        future.add_done_callback(forget)
+        self._waiting[token] = (future, subject)
         return f"{self._prefix}.{token}", future
+
+    def _prune(self) -> None:
+        self._waiting = {t: e for t, e in self._waiting.items() if not e[0].done()}
+        self._prune_at = max(_PRUNE_AT, 2 * len(self._waiting))
 
     def on_error(self, error: Exception) -> bool:
         """Resolve the oldest publish a permission violation names; True if it named one.
 
         The server answers each publish it refuses with one ``-ERR``, in order, on the same
-        connection, so the oldest waiting publish to that subject is the one refused.
+        connection, so the oldest waiting publish to that subject is the one refused (nats-py
+        hands the text over lower-cased). A rare path: it looks through those waiting.
         """
         text = str(error)
         if not text.startswith(_DENIED_PUBLISH):
             return False
         subject = text[len(_DENIED_PUBLISH) :].rstrip('"')
-        waiting = self._by_subject.get(subject)
-        while waiting:
-            future = self._futures.get(waiting.popleft())
-            if future is not None and not future.done():
+        for token, (future, target) in self._waiting.items():
+            if not future.done() and target.lower() == subject:
+                del self._waiting[token]
                 future.set_result(PermissionDenied(subject))
                 return True
         return False
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.get(msg.subject.rpartition(".")[2])
-        if future is not None and not future.done():
-            future.set_result(read_reply(msg))
+        entry = self._waiting.pop(msg.subject.rpartition(".")[2], None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(read_reply(msg))
 
 
 def read_reply(msg: Msg) -> Reply:

@@ -118,3 +118,24 @@ async def test_a_permission_violation_settles_the_oldest_publish_to_its_subject(
         future.cancel()
     await asyncio.sleep(0)
     assert not acks.on_error(error), "a cancelled publish is not settled again"
+
+
+async def test_settled_publishes_are_forgotten() -> None:
+    """A reply resolves its publish and forgets it; publishes cancelled after the timeout are
+    forgotten at a later prune, so a relay timing out for hours holds no more than a bounded
+    number of them."""
+    acks = PubAcks()
+    inbox, future = acks.expect("academic.course.created")
+    msg = Msg(_client=None, subject=inbox, data=json.dumps({"stream": "S", "seq": 1}).encode())  # type: ignore[arg-type]
+    await acks._on_reply(msg)
+    assert future.result() == Stored("S", 1, False)
+    assert not acks._waiting
+    for _ in range(50_000):
+        acks.expect("academic.course.created")[1].cancel()
+    assert len(acks._waiting) <= 2 * 4096
+    _, live = acks.expect("payroll.salaries")
+    for _ in range(20_000):
+        acks.expect("academic.course.created")[1].cancel()
+    error = nats.errors.Error('nats: permissions violation for publish to "payroll.salaries"')
+    assert acks.on_error(error), "a waiting publish survives the prunes"
+    assert live.result() == PermissionDenied("payroll.salaries")
