@@ -90,6 +90,12 @@ _ENTRIES = text(
 )
 
 
+async def prepare_statements(conn: AsyncConnection) -> None:
+    """``Inbox.warm``'s ``prime``: the statement most events run (entries), changing nothing,
+    so that a connection's first batch does not prepare it."""
+    await conn.execute(_ENTRIES, {"codes": []})
+
+
 async def apply_events(conn: AsyncConnection, events: Sequence[BaseEvent]) -> None:
     """The same effect for a batch: each run of events of one kind is one executemany, in
     order (a create, then updates, then a delete of one course stay in that order)."""

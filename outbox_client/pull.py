@@ -6,7 +6,11 @@ spent a good part of its CPU there. :class:`Puller` keeps one pull request of ``
 outstanding on an inbox of its own, takes messages in a subscription callback, and
 :meth:`Puller.fetch` returns everything delivered so far as soon as there is anything, asking
 again when the request is used up or has expired. Messages delivered while the caller applies
-the previous ones are waiting at the next ``fetch`` (the network works while the database does).
+the previous ones are waiting at the next ``fetch`` (the network works while the database does):
+the next request goes out as soon as the last one is used up or expires (unless more than
+``batch`` messages wait), not at the next ``fetch``, or the rest of a burst would wait for the
+batch in hand and a round trip (in the bench at 1,000 events/s a request of 256 ran out every
+~25 commits of 10 events).
 """
 
 from __future__ import annotations
@@ -41,12 +45,15 @@ class Puller:
         self._owed = 0  # messages the outstanding request may still bring
         self._until = 0.0  # when it expires (monotonic)
         self._quiet_until = 0.0  # no new request before (the server ended one early)
+        self._running = False
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._running = True
 
     async def stop(self) -> list[Msg]:
         """Unsubscribe; returns the messages delivered but not fetched (to be nak'ed)."""
+        self._running = False
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()
@@ -66,6 +73,12 @@ class Puller:
                 self._quiet_until = self._until  # ask again at once, over and over
             self._owed = 0
         self._arrived.set()
+        # Used up or expired: ask again now, unless more than a request's worth is waiting
+        # (then at the next fetch, as before: what the caller has in hand stays bounded).
+        now = time.monotonic()
+        ready = len(self._ready) <= self._batch
+        if self._running and self._owed <= 0 and now >= self._quiet_until and ready:
+            await self._request(now)
 
     async def fetch(self, wait: float) -> list[Msg]:
         """The messages delivered so far, waiting up to ``wait`` s for the first one

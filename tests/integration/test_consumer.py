@@ -10,7 +10,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +28,7 @@ from outbox_client import (
     PermanentError,
 )
 from outbox_client.consumer import Delivery
+from outbox_client.pull import Puller
 from outbox_client.request import NoResponderError, RemoteError, RequestTimeoutError, request, serve
 from tests.relayrun import apply_default_streams, engine
 
@@ -219,11 +220,42 @@ async def test_inbox_applies_redeliveries_and_late_republishes_once(
 
 
 async def test_inbox_warm_opens_the_pool_before_the_first_event(database_url: str) -> None:
+    backends: set[int] = set()
+
+    async def prime(conn: AsyncConnection) -> None:
+        backends.add(int(await conn.scalar(text("SELECT pg_backend_pid()"))))
+        await conn.execute(  # rolled back: warming changes nothing
+            text(
+                "INSERT INTO outbox_inbox (consumer, event_id, event_type) "
+                "VALUES ('warm', gen_random_uuid(), 't')"
+            )
+        )
+
     async with engine(database_url) as eng:
         assert eng.pool.checkedin() == 0  # type: ignore[attr-defined]
-        await Inbox(eng, consumer="warm").warm(4)
+        await Inbox(eng, consumer="warm").warm(4, prime=prime)
+        assert len(backends) == 4  # prime ran on each connection
+        async with eng.connect() as conn:
+            left = await conn.scalar(
+                text("SELECT count(*) FROM outbox_inbox WHERE consumer = 'warm'")
+            )
+            assert left == 0
         assert eng.pool.checkedin() == 4  # type: ignore[attr-defined]
         assert eng.dialect.server_version_info is not None  # initialised by the first
+        # Each connection has the claim prepared (what its first transaction would pay for).
+        held = [await eng.connect() for _ in range(4)]
+        try:
+            for conn in held:
+                prepared = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_prepared_statements "
+                        "WHERE statement LIKE 'INSERT INTO outbox_inbox % SELECT %'"
+                    )
+                )
+                assert prepared == 1
+        finally:
+            for conn in held:
+                await conn.close()
 
 
 async def test_failures_retry_then_dead_letter_with_reason_and_headers(nats_url: str) -> None:
@@ -521,3 +553,33 @@ async def test_messages_held_back_behind_a_failing_one_do_not_spend_its_deliveri
     assert letter.headers is not None
     assert letter.headers["Vertector-Dead-Reason"].startswith("failed 2 deliveries")
     assert int(letter.headers["Vertector-Deliveries"]) == 2
+
+
+async def test_puller_asks_again_when_a_request_is_used_up_not_at_the_next_fetch(
+    nats_url: str,
+) -> None:
+    """A burst longer than a request keeps coming while the caller works on the first part
+    (the rest would otherwise wait for that work and a round trip)."""
+    async with NATSClient(NATSConfig(servers=[nats_url])) as client:
+        js = client.js
+        await js.add_stream(js_api.StreamConfig(name="T_PULL", subjects=["tpull.>"]))
+        await js.add_consumer(
+            "T_PULL", js_api.ConsumerConfig(durable_name="p", ack_policy=js_api.AckPolicy.EXPLICIT)
+        )
+        for i in range(5):
+            await js.publish(f"tpull.{i}", b"x")
+        puller = Puller(client, "T_PULL", "p", batch=2, expires=5.0)
+        await puller.start()
+        try:
+            first = await puller.fetch(5.0)
+            assert 1 <= len(first) <= 2
+            # The caller is busy with ``first``: no fetch. The next request goes out anyway.
+            deadline = asyncio.get_running_loop().time() + 5
+            while (await js.consumer_info("T_PULL", "p")).num_ack_pending < 4:
+                assert asyncio.get_running_loop().time() < deadline, "no request without a fetch"
+                await asyncio.sleep(0.05)
+            rest = await puller.fetch(5.0)
+            assert len(first) + len(rest) >= 4
+        finally:
+            for msg in await puller.stop():
+                await msg.nak()
