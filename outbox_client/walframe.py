@@ -75,8 +75,35 @@ def decode(frame: bytes) -> Frame:
         except UnicodeDecodeError as exc:
             raise FrameError(f"frame field is not UTF-8: {exc}") from exc
         at += length
+    for name, value in zip(_TEXT_FIELDS, fields, strict=False):
+        if "\0" in value:
+            raise FrameError(f"frame {name} holds a NUL character{_NUL}")
     try:
         headers = json.loads(fields[3])
     except (RecursionError, ValueError) as exc:
         raise FrameError(f"frame headers are not JSON: {type(exc).__name__}") from exc
+    # JSON writes NUL only as the escape \u0000: without one the walk is not needed.
+    if "\\u0000" in fields[3] and _holds_nul(headers):
+        raise FrameError(f"frame headers hold a NUL character{_NUL}")
     return Frame(uuid.UUID(bytes=raw_id), fields[0], fields[1], fields[2], headers, frame[at:])
+
+
+_TEXT_FIELDS = ("event type", "subject", "partition key")
+_NUL = " (PostgreSQL text cannot: no outbox_events row could hold the event)"
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a string anywhere in the parsed JSON ``value`` holds NUL (without recursion:
+    the nesting may be as deep as json.loads allows)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                return True
+        elif isinstance(item, dict):
+            todo += item.keys()
+            todo += item.values()
+        elif isinstance(item, list):
+            todo += item
+    return False

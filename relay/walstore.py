@@ -314,6 +314,40 @@ class WalStore:
         await self._advance()
 
     async def _quarantine_rows(self, rows: Sequence[tuple[OutboxRow, str]]) -> None:
+        settle = [r.id for r, _ in rows]
+        rows = await self._new_to_quarantine(rows)
+        if rows:
+            await self._insert_quarantined(rows)
+        self._settle(settle)
+
+    async def _new_to_quarantine(
+        self, rows: Sequence[tuple[OutboxRow, str]]
+    ) -> list[tuple[OutboxRow, str]]:
+        """``rows`` but those whose event id is quarantined already (or earlier in ``rows``):
+        a producer retrying a poison event writes it again under the same id, which is the
+        same event (as JetStream's deduplication has it); the first row of it is kept."""
+        found = await self.base._call(
+            "fetch", "wal_quarantined_ids", list({r.event_id for r, _ in rows})
+        )
+        seen = {record["event_id"] for record in found}
+        fresh: list[tuple[OutboxRow, str]] = []
+        repeated: list[str] = []
+        for row, reason in rows:
+            if row.event_id in seen:
+                repeated.append(str(row.event_id))
+                continue
+            seen.add(row.event_id)
+            fresh.append((row, reason))
+        if repeated:
+            log_event(
+                logger, "relay.wal.quarantined_again", level=logging.WARNING,
+                count=len(repeated), event_ids=repeated[:10],
+                detail="poison events whose event id is quarantined already: the first one "
+                "is kept (dead-letters show <event id>), these are not written again",
+            )  # fmt: skip
+        return fresh
+
+    async def _insert_quarantined(self, rows: Sequence[tuple[OutboxRow, str]]) -> None:
         await self.base._call(
             "execute",
             "wal_quarantine",
@@ -329,7 +363,6 @@ class WalStore:
             self.slot,
             self.owner,
         )
-        self._settle([r.id for r, _ in rows])
 
     # --- the rest of the port ------------------------------------------------------------------
 

@@ -336,6 +336,12 @@ FROM outbox_wal_readers WHERE slot = $1
 SELECT outbox_wal_quarantine($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[],
                              $6::text[], $7::int[], $8::text[], $9::timestamptz[], $10, $11)
 
+-- wal_quarantined_ids --
+-- Which of these event ids outbox_events already holds: a second quarantined row of one
+-- would break its unique index and, with it, every quarantine of the batch (the slot would
+-- then never move past them).
+SELECT event_id FROM outbox_events WHERE event_id = ANY($1::uuid[])
+
 -- wal_heartbeat --
 -- An idle slot whose database is busy elsewhere still holds WAL back (pgoutput sends nothing
 -- for transactions without events): a message in a transaction of its own gives the relay a

@@ -77,6 +77,8 @@ class MemorySlot:
         if query == "wal_quarantine":
             self.quarantined += list(zip(args[0], args[7], strict=True))
             return "INSERT"
+        if query == "wal_quarantined_ids":
+            return [{"event_id": i} for i, _ in self.quarantined if i in args[0]]
         if query in ("wal_heartbeat", "wal_quarantined_count"):
             return 0
         raise AssertionError(f"WalStore asked for {query}")

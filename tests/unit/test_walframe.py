@@ -41,6 +41,31 @@ def test_a_bad_frame_is_a_frame_error_naming_why(frame: bytes, why: str) -> None
         decode(frame)
 
 
+def _frame(key: str = "k", event_type: str = "t", headers: object = None) -> bytes:
+    return encode(uuid.uuid4(), event_type, "academic.x", key, b"{}", headers or {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        (_frame(key="k\x00"), "partition key holds a NUL"),
+        (_frame(event_type="\x00"), "event type holds a NUL"),
+        (_frame(headers={"x": "a\x00"}), "headers hold a NUL"),
+        (_frame(headers={"x\x00": "a"}), "headers hold a NUL"),
+        (_frame(headers={"x": [[["\x00"]]]}), "headers hold a NUL"),
+    ],
+)
+def test_a_frame_with_nul_in_its_text_is_a_frame_error(frame: bytes, why: str) -> None:
+    """PostgreSQL text cannot hold NUL: such an event could not even be quarantined as it is
+    (the relay then quarantines the frame's raw bytes with this reason)."""
+    with pytest.raises(FrameError, match=why):
+        decode(frame)
+
+
+def test_a_header_spelling_out_backslash_u0000_is_no_nul() -> None:
+    assert decode(_frame(headers={"x": "\\u0000"})).headers == {"x": "\\u0000"}
+
+
 def _begin(xid: int = 7) -> bytes:
     return b"B" + struct.pack(">qqI", 100, 0, xid)
 
