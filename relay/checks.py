@@ -69,12 +69,15 @@ def outgoing_headers(row: OutboxRow) -> dict[str, str]:
     return headers
 
 
-def oversize(row: OutboxRow, headers: Mapping[str, str], max_payload: int) -> str | None:
+def oversize(
+    row: OutboxRow, headers: Mapping[str, str], max_payload: int, *, reserve: int = 0
+) -> str | None:
     """Why the message is too large: the outgoing headers (the relay's own added) pass
     JetStream's header limit, or payload and headers together the server's ``max_payload``
     (the server would answer that by dropping the connection; nats-py checks the payload
-    alone). ``None`` when it fits."""
-    block = header_block_size(headers)
+    alone). ``None`` when it fits. ``reserve``: bytes of header lines the message may still
+    get (see :func:`header_lines_size`)."""
+    block = header_block_size(headers) + reserve
     if block > MAX_HEADER_BLOCK:
         return f"header block of {block} bytes (limit {MAX_HEADER_BLOCK})"
     size = len(row.payload) + block
@@ -84,3 +87,8 @@ def oversize(row: OutboxRow, headers: Mapping[str, str], max_payload: int) -> st
             f"server's max_payload of {max_payload}"
         )
     return None
+
+
+def header_lines_size(headers: Mapping[str, str]) -> int:
+    """Bytes that ``headers`` add to a header block (``name: value`` and CRLF each)."""
+    return header_block_size(headers) - header_block_size({})

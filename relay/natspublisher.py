@@ -33,7 +33,7 @@ from outbox_client.nats_config import NATSConfig
 from outbox_client.streams import StreamConfig
 from outbox_client.tracing import relay_span_headers
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
-from relay.checks import Admission, outgoing_headers, oversize
+from relay.checks import Admission, header_lines_size, outgoing_headers, oversize
 from relay.classify import (
     NOT_SENT,
     TIMEOUT,
@@ -70,6 +70,9 @@ ATOMIC_RECHECK_SECONDS = 60.0
 _BATCH_ID = "Nats-Batch-Id"
 _BATCH_SEQ = "Nats-Batch-Sequence"
 _BATCH_COMMIT = "Nats-Batch-Commit"
+#: Bytes the batch headers add to a message at most (a 32-hex id, sequence up to 1000).
+_BATCH_HEADERS_SIZE = header_lines_size({_BATCH_ID: "x" * 32, _BATCH_SEQ: "1000",
+                                         _BATCH_COMMIT: "1"})  # fmt: skip
 
 
 class NatsPublisher:
@@ -347,8 +350,7 @@ class NatsPublisher:
         if self.cloudevents:
             headers.update(binary_headers(row))
         # Room for the batch headers, which a message may get.
-        problem = oversize(row, {**headers, _BATCH_ID: "x" * 32, _BATCH_SEQ: "1000",
-                                 _BATCH_COMMIT: "1"}, max_payload)  # fmt: skip
+        problem = oversize(row, headers, max_payload, reserve=_BATCH_HEADERS_SIZE)
         return refused(problem) if problem is not None else headers
 
     async def _send(
@@ -439,6 +441,8 @@ def _groups(rows: Sequence[OutboxRow]) -> list[list[int]]:
 
 def _chunks(rows: Sequence[OutboxRow], size: int) -> list[Sequence[OutboxRow]]:
     """``rows`` cut into chunks of at most ``size`` rows (more only for one transaction)."""
+    if len(rows) <= size:
+        return [rows]
     chunks: list[Sequence[OutboxRow]] = []
     start = 0
     for group in _groups(rows):

@@ -61,14 +61,22 @@ def plan_units(units: Sequence[Unit], blocked: set[str]) -> tuple[list[list[Unit
     held = set(blocked)
     left_out: set[str] = set()
     for unit in units:
-        keys = {row.partition_key for row in unit}
-        if keys & held:
-            held |= keys
-            left_out |= keys
-            continue
-        n = max(seen.get(key, 0) for key in keys)
-        for key in keys:
+        if len(unit) == 1:  # most units: the same steps for one key, without the sets
+            key = unit[0].partition_key
+            if key in held:
+                left_out.add(key)
+                continue
+            n = seen.get(key, 0)
             seen[key] = n + 1
+        else:
+            keys = {row.partition_key for row in unit}
+            if keys & held:
+                held |= keys
+                left_out |= keys
+                continue
+            n = max(seen.get(key, 0) for key in keys)
+            for key in keys:
+                seen[key] = n + 1
         if n == len(waves):
             waves.append([])
         waves[n].append(unit)
@@ -124,6 +132,13 @@ class WavePublisher:
             todo: list[OutboxRow] = []
             batches: list[tuple[int, int]] = []  # (start, end) in todo of each atomic unit
             for unit in wave:
+                if len(unit) == 1:  # most units: the same steps for one row, without the sets
+                    row = unit[0]
+                    if row.partition_key in failed_keys or row.partition not in owned:
+                        failed_keys.add(row.partition_key)
+                    else:
+                        todo.append(row)
+                    continue
                 keys = {row.partition_key for row in unit}
                 if keys & failed_keys or any(row.partition not in owned for row in unit):
                     failed_keys |= keys
@@ -190,6 +205,9 @@ class WavePublisher:
         out: list[Unit] = []
         unbatched: list[set[str]] = []
         for unit in units:
+            if len(unit) == 1 and unit[0].txn is None:
+                out.append(unit)
+                continue
             if len(unit) > 1 and self.publisher.batchable(unit):
                 out.append(unit)
                 continue

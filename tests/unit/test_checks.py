@@ -11,7 +11,7 @@ import pytest
 from outbox_client.policy import header_block_size as header_size
 from outbox_client.policy import subject_problem
 from outbox_client.streams import DEFAULT_STREAMS
-from relay.checks import Admission, outgoing_headers, oversize
+from relay.checks import Admission, header_lines_size, outgoing_headers, oversize
 from relay.classify import classify, refused
 from relay.ports import Failure, OutboxRow, Verdict
 from relay.queries import all_queries, query
@@ -69,6 +69,22 @@ def test_oversize_counts_the_headers() -> None:
     assert oversize(r, headers, 1000 + header_size(headers)) is None
     reason = oversize(r, headers, 1000 + header_size(headers) - 1)
     assert reason is not None and "over the server's max_payload" in reason
+
+
+def test_oversize_reserves_room_for_headers_still_to_come() -> None:
+    """The relay sizes a message with room for the batch headers it may get: the same figure
+    as the block with them in it."""
+    r = row(payload=b"x" * 1000)
+    headers = outgoing_headers(r)
+    more = {"Nats-Batch-Id": "x" * 32, "Nats-Batch-Sequence": "1000", "Nats-Batch-Commit": "1"}
+    assert header_size(headers) + header_lines_size(more) == header_size({**headers, **more})
+    limit = 1000 + header_size({**headers, **more})
+    assert oversize(r, headers, limit, reserve=header_lines_size(more)) is None
+    reason = oversize(r, headers, limit - 1, reserve=header_lines_size(more))
+    assert reason == (
+        f"message of {limit} bytes (payload 1000 + headers) is over the server's max_payload "
+        f"of {limit - 1}"
+    )
 
 
 def test_the_outgoing_header_block_is_held_to_jetstreams_limit() -> None:
