@@ -241,7 +241,7 @@ async def consumer_section(
 
 async def _serve(out: Path) -> int:
     engine = notes_consumer.notes_engine(os.environ["OUTBOX_DATABASE_URL"])
-    notes = NotesService(engine)
+    notes = NotesService(engine, record=True)
     await notes_consumer.run(notes, NATSConfig())
     await engine.dispose()
     timings = json.dumps({str(k): v for k, v in notes.applied.items()})

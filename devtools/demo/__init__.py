@@ -177,7 +177,7 @@ async def _run(
     service = schedule_service.ScheduleService(
         schedule_db, lambda i, t: committed.__setitem__(i, t), limit=events
     )
-    notes = notes_service.NotesService(notes_db, welcome_notes=True)
+    notes = notes_service.NotesService(notes_db, welcome_notes=True, record=True)
     consumer = notes.consumer(client)
     indexer, index_inbox = search_indexer.indexer(client, search_db)
     await indexer.ensure()  # NOTES_EVENTS keeps a message only for a durable that exists
