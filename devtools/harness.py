@@ -216,10 +216,18 @@ async def stream_leader(
 
 
 async def create_test_stream(
-    nats_url: str, duplicate_window: float = 120, replicas: int = 1, *, allow_atomic: bool = False
+    nats_url: str,
+    duplicate_window: float = 120,
+    replicas: int = 1,
+    *,
+    allow_atomic: bool | None = None,
 ) -> None:
-    """A LIMITS stream (so that it can be read back whole) over every academic subject; with
-    ``allow_atomic``, taking atomic batches (WAL capture then sends transactions as batches)."""
+    """A LIMITS stream (so that it can be read back whole) over every academic subject. With
+    ``allow_atomic`` (by default: when capturing from the WAL) it takes atomic batches, so a
+    WAL relay sends each transaction as one (a server older than 2.12 ignores the setting and
+    the relay goes event by event)."""
+    if allow_atomic is None:
+        allow_atomic = capture_mode() == "wal"
     nc = await connect(nats_url)
     try:
         js = nc.jetstream()

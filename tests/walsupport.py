@@ -19,6 +19,17 @@ def skip_unless_logical(wal_level: str) -> None:
         pytest.skip(f"WAL capture tests need wal_level=logical; this server has {wal_level}")
 
 
+async def skip_unless_atomic(nats_url: str) -> None:
+    """Atomic batches need nats-server 2.12.1+ (the wheel's is 2.15; the machine's NATS of the
+    second-target run may be older): one reason, the same for every such test."""
+    from tests.relayrun import jetstream
+
+    async with jetstream(nats_url) as js:
+        version = js._nc.connected_server_version
+    if (version.major, version.minor, version.patch) < (2, 12, 1):
+        pytest.skip(f"atomic batches need nats-server 2.12.1+, this one is {version}")
+
+
 @contextlib.asynccontextmanager
 async def wal_mode(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """Slot set up; producers here and relays started from here capture from the WAL."""

@@ -20,6 +20,7 @@ from devtools.harness import (
     wait_drained,
 )
 from tests.relayrun import engine
+from tests.walsupport import skip_unless_atomic
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ async def test_relay_killed_mid_atomic_batch_then_restarted(
     wal_database_url: str, nats_url: str
 ) -> None:
     url = wal_database_url
+    await skip_unless_atomic(nats_url)
     await create_test_stream(nats_url, allow_atomic=True)
     async with engine(url) as eng:
         workload = Workload(eng, producers=4)

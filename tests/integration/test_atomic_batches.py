@@ -5,8 +5,6 @@ refused whole (10201) and goes event by event, deduplicated."""
 
 from __future__ import annotations
 
-import pytest
-
 from outbox_client import enqueue_many
 from outbox_client.streams import DEFAULT_STREAMS
 from tests.integration.test_relay import update as update_event
@@ -19,15 +17,9 @@ from tests.relayrun import (
     stream_messages,
     wait_for_messages,
 )
+from tests.walsupport import skip_unless_atomic
 
 ATOMIC_STREAMS = tuple(s.model_copy(update={"allow_atomic": True}) for s in DEFAULT_STREAMS)
-
-
-async def _skip_unless_atomic(nats_url: str) -> None:
-    async with jetstream(nats_url) as js:
-        version = js._nc.connected_server_version
-    if (version.major, version.minor, version.patch) < (2, 12, 1):
-        pytest.skip(f"atomic batches need nats-server 2.12.1+, this one is {version}")
 
 
 async def _enqueue(url: str) -> tuple[list, list]:
@@ -42,7 +34,7 @@ async def _enqueue(url: str) -> tuple[list, list]:
 
 
 async def test_a_transaction_goes_as_one_atomic_batch(wal_database_url: str, nats_url: str) -> None:
-    await _skip_unless_atomic(nats_url)
+    await skip_unless_atomic(nats_url)
     url = wal_database_url
     await apply_default_streams(nats_url, ATOMIC_STREAMS)
     txn, alone = await _enqueue(url)
@@ -82,7 +74,7 @@ async def test_a_batch_the_stream_partly_holds_is_split_and_deduplicated(
     """As after a crash between a publish and the slot's advance: one event of the transaction
     is already stored under its Nats-Msg-Id. The server refuses the whole batch (10201); the
     relay sends the events one by one: the stored one is a duplicate, the rest go once."""
-    await _skip_unless_atomic(nats_url)
+    await skip_unless_atomic(nats_url)
     url = wal_database_url
     await apply_default_streams(nats_url, ATOMIC_STREAMS)
     txn, alone = await _enqueue(url)
