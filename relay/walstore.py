@@ -225,10 +225,15 @@ class WalStore:
         events = sum(prefix == WAL_PREFIX for prefix, _ in txn.messages)
         group = txn.end_lsn if 2 <= events <= self.atomic_max_events else None
         for prefix, content in txn.messages:
-            if prefix != WAL_PREFIX:
+            if prefix != WAL_PREFIX and not _outbox_family(prefix):
                 continue  # another producer's message, or the relay's heartbeat
             row_id, self._next_id = self._next_id, self._next_id + 1
             try:
+                if prefix != WAL_PREFIX:
+                    raise FrameError(
+                        f"message prefix {prefix[:100]!r} is not {WAL_PREFIX!r} (a newer "
+                        "producer's frame?): upgrade the relay"
+                    )
                 frame = decode(content)
             except FrameError as exc:
                 row = _unreadable(row_id, content, txn.committed_at)
@@ -389,6 +394,15 @@ class WalStore:
     @property
     def confirmed_lsn(self) -> int:
         return self._confirmed_lsn
+
+
+def _outbox_family(prefix: str) -> bool:
+    """A prefix of the outbox's (``vertector.outbox.``) other than the relay's heartbeat: an
+    event this relay cannot read must be quarantined, not passed over as another's message."""
+    return prefix.startswith(_FAMILY) and prefix != HEARTBEAT_PREFIX
+
+
+_FAMILY = WAL_PREFIX.rsplit(".", 1)[0] + "."
 
 
 def _by_id(row: OutboxRow) -> int:

@@ -224,3 +224,35 @@ async def test_a_quarantined_event_id_seen_again_does_not_stop_the_slot(
     assert [r["event_id"] for r in rows] == [poison]
     assert "invalid subject" in rows[0]["last_error"]
     assert confirmed > end, "the slot did not move past the repeated poison event"
+
+
+async def test_a_frame_under_another_version_of_the_prefix_is_quarantined(
+    wal_database_url: str, nats_url: str
+) -> None:
+    """A frame under vertector.outbox.v2 (a newer producer's) is not another application's
+    message to pass over: it is quarantined, loudly; another prefix is left alone."""
+    url = wal_database_url
+    await apply_default_streams(nats_url)
+    newer = uuid.uuid4()
+    after = good(1)
+    async with engine(url) as eng, eng.begin() as conn:
+        await conn.execute(_EMIT, {"prefix": "vertector.outbox.v2", "frame": raw(newer, version=2)})
+        await conn.execute(_EMIT, {"prefix": "someone.else", "frame": b"not ours"})
+        await enqueue(conn, after)
+        end = int(await conn.scalar(text(_INSERT_LSN)))
+    conn2 = await asyncpg.connect(asyncpg_url(url))
+    try:
+        async with running_relay(url, nats_url, capture="wal"):
+            assert await wait_for_messages(nats_url, 1) == 1
+            for _ in range(100):
+                rows = await conn2.fetch("SELECT event_id, last_error FROM outbox_events")
+                if rows:
+                    break
+                await asyncio.sleep(0.05)
+            confirmed = await wait_confirmed_past(conn2, url, end)
+    finally:
+        await conn2.close()
+    assert event_ids(await stream_messages(nats_url)) == [after.event_id]
+    assert [r["event_id"] for r in rows] == [newer]
+    assert "'vertector.outbox.v2' is not 'vertector.outbox.v1'" in rows[0]["last_error"]
+    assert confirmed > end
