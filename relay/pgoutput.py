@@ -30,6 +30,9 @@ class Transaction:
     committed_at: datetime
     messages: list[tuple[str, bytes]] = field(default_factory=list)
     changes: int = 0  # rows of the slot function's output it took (begin and commit included)
+    #: False for a non-transactional message, a "transaction" of its own: decoded at once,
+    #: whether or not the transaction that wrote it commits.
+    transactional: bool = True
 
 
 def _time(micros: int) -> datetime:
@@ -69,7 +72,10 @@ def transactions(rows: Iterable[tuple[int, bytes]]) -> Iterator[Transaction]:
                     current.messages.append((prefix, content))
                     current.changes += 1
                 else:
-                    lone = Transaction(end_lsn=lsn, committed_at=datetime.now(UTC), changes=1)
+                    lone = Transaction(
+                        end_lsn=lsn, committed_at=datetime.now(UTC), changes=1,
+                        transactional=False,
+                    )  # fmt: skip
                     lone.messages.append((prefix, content))
                     yield lone
             elif current is not None:

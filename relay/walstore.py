@@ -234,6 +234,8 @@ class WalStore:
                         f"message prefix {prefix[:100]!r} is not {WAL_PREFIX!r} (a newer "
                         "producer's frame?): upgrade the relay"
                     )
+                if not txn.transactional:
+                    raise FrameError(_NOT_TRANSACTIONAL)
                 frame = decode(content)
             except FrameError as exc:
                 row = _unreadable(row_id, content, txn.committed_at)
@@ -403,6 +405,11 @@ def _outbox_family(prefix: str) -> bool:
 
 
 _FAMILY = WAL_PREFIX.rsplit(".", 1)[0] + "."
+_NOT_TRANSACTIONAL = (
+    "a non-transactional message (pg_logical_emit_message(false, ...)): decoded whether or not "
+    "its transaction committed, it may be a phantom; an outbox event exists only if its "
+    "transaction commits (enqueue writes transactional messages)"
+)
 
 
 def _by_id(row: OutboxRow) -> int:

@@ -256,3 +256,38 @@ async def test_a_frame_under_another_version_of_the_prefix_is_quarantined(
     assert [r["event_id"] for r in rows] == [newer]
     assert "'vertector.outbox.v2' is not 'vertector.outbox.v1'" in rows[0]["last_error"]
     assert confirmed > end
+
+
+async def test_a_non_transactional_frame_is_quarantined_not_published(
+    wal_database_url: str, nats_url: str
+) -> None:
+    """pg_logical_emit_message(false, ...) is decoded at once, whether or not its transaction
+    commits: published, it could be a phantom (here its transaction rolls back). enqueue never
+    writes one; the relay quarantines it and goes on."""
+    url = wal_database_url
+    await apply_default_streams(nats_url)
+    phantom, after = good(0), good(1)
+    async with engine(url) as eng:
+        async with eng.connect() as conn:
+            trans = await conn.begin()
+            await conn.execute(
+                text("SELECT pg_logical_emit_message(false, :prefix, :frame)").bindparams(
+                    bindparam("frame", type_=LargeBinary())
+                ),
+                {"prefix": WAL_PREFIX, "frame": raw(phantom.event_id)},
+            )
+            await trans.rollback()
+        end = await emit(eng, after)
+    conn2 = await asyncpg.connect(asyncpg_url(url))
+    try:
+        async with running_relay(url, nats_url, capture="wal"):
+            assert await wait_for_messages(nats_url, 1) == 1
+            confirmed = await wait_confirmed_past(conn2, url, end)
+            await asyncio.sleep(0.5)
+        rows = await conn2.fetch("SELECT event_id, last_error FROM outbox_events")
+    finally:
+        await conn2.close()
+    assert event_ids(await stream_messages(nats_url)) == [after.event_id]
+    assert [r["event_id"] for r in rows] == [phantom.event_id]
+    assert "non-transactional" in rows[0]["last_error"]
+    assert confirmed > end

@@ -91,6 +91,7 @@ def test_pgoutput_transactions_in_order_with_their_messages_and_end() -> None:
         (210, [("other", b"hb")], 1),
         (300, [], 3),
     ]
+    assert [t.transactional for t in got] == [True, False, True]
 
 
 def test_pgoutput_garbage_is_a_store_error() -> None:
