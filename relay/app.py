@@ -4,6 +4,7 @@ LISTEN wake-ups, purger and the loop."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -150,6 +151,9 @@ class RelayApp:
                     settings.wal_poll_interval_seconds
                     if settings.capture == "wal"
                     else settings.poll_interval_seconds
+                ),
+                busy_poll_interval=(
+                    settings.wal_busy_poll_interval_seconds if settings.capture == "wal" else None
                 ),
             ),
             policies=self.policies,
@@ -341,6 +345,12 @@ class RelayApp:
                 name="purger",
             ),
         ]
+        # What is alive now (modules, classes, pools, connections) lives as long as the
+        # process: out of the collector's full passes, which otherwise stall the loop once
+        # the first events come (WAL capture at a steady 5,000 events/s: a 250-event batch
+        # took 50 ms to publish instead of ~12, the run's commit -> stored p99 28 ms instead
+        # of 12 once past it).
+        gc.freeze()
         loop = asyncio.create_task(self.relay.run(stop), name="relay-loop")
         log_event(logger, "relay.started", instance=self.settings.instance_name)
         stopping = asyncio.ensure_future(stop.wait())

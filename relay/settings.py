@@ -114,6 +114,13 @@ class WalSettings(DatabaseSettings):
     wal_poll_interval_seconds: float = Field(
         default=0.05, gt=0, le=60, description="WAL capture: how often an idle slot is read"
     )
+    wal_busy_poll_interval_seconds: float = Field(
+        default=0.002,
+        gt=0,
+        le=60,
+        description="WAL capture: how often the slot is read while events keep arriving "
+        "(within the last second)",
+    )
     wal_buffer_events: int = Field(
         default=100_000,
         ge=1000,

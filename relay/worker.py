@@ -44,6 +44,10 @@ logger = logging.getLogger("relay.worker")
 class LoopConfig:
     batch_size: int = 1000
     poll_interval: float = 0.5
+    #: WAL capture (no wake-up from the database): while events arrived within the last
+    #: ``busy_seconds``, poll this often instead of ``poll_interval``. None: never.
+    busy_poll_interval: float | None = None
+    busy_seconds: float = 1.0
 
 
 class Relay:
@@ -98,6 +102,7 @@ class Relay:
         )
         self._store_failures = 0
         self._outage_batches = 0
+        self._rows_at = -float("inf")  # when the last claim found rows
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until ``stop`` is set; the batch in hand is finished and recorded first."""
@@ -141,6 +146,7 @@ class Relay:
         if not rows:
             await self.writer.settle()
             return self._idle_delay(now)
+        self._rows_at = now
         self.checkpoints.reached("after_claim")
         # Prefetch only when nothing is held back (see Claims.prefetch).
         if full and not self.retrying:
@@ -166,10 +172,14 @@ class Relay:
         return None if full else self._idle_delay(now)
 
     def _idle_delay(self, now: float) -> float:
+        poll = self.config.poll_interval
+        busy = self.config.busy_poll_interval
+        if busy is not None and now - self._rows_at < self.config.busy_seconds:
+            poll = min(poll, busy)
         soonest = self.retrying.soonest()
         if soonest is None:
-            return self.config.poll_interval
-        return max(0.0, min(self.config.poll_interval, soonest - now))
+            return poll
+        return max(0.0, min(poll, soonest - now))
 
     @property
     def has_unwritten(self) -> bool:

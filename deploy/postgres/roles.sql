@@ -54,6 +54,10 @@ GRANT EXECUTE ON FUNCTION outbox_wal_advance(text, bigint, text) TO vertector_re
 GRANT EXECUTE ON FUNCTION outbox_wal_quarantine(uuid[], text[], text[], text[], bytea[], text[],
     integer[], text[], timestamptz[], text, text) TO vertector_relay;
 GRANT SELECT, UPDATE (owner, epoch, expires_at) ON outbox_wal_readers TO vertector_relay;
+-- Migration 0008: a standby snapshot now and then keeps the slot's restart point close, so
+-- that each read decodes little WAL. Its owner must be a superuser or have been granted
+-- EXECUTE ON FUNCTION pg_log_standby_snapshot() (PostgreSQL 16+).
+GRANT EXECUTE ON FUNCTION outbox_wal_snapshot(text, text) TO vertector_relay;
 
 -- PostgreSQL 17+: let the relay VACUUM its queue table after heavy deletes (older servers:
 -- only the owner may; the relay then says so once and leaves it to autovacuum).

@@ -298,6 +298,12 @@ SELECT lsn, data FROM outbox_wal_peek($1, $2, $3)
 -- (outbox_wal_advance, migration 0007: pg_replication_slot_advance as its owner).
 SELECT outbox_wal_advance($1, $2, $3) AS confirmed
 
+-- wal_snapshot --
+-- A running-transactions record (pg_log_standby_snapshot as outbox_wal_snapshot's owner,
+-- migration 0008; fenced like wal_advance): the slot's restart point, where every peek and
+-- advance starts decoding, moves only past one. False when $2 is not the slot's reader.
+SELECT outbox_wal_snapshot($1, $2) AS logged
+
 -- wal_lease --
 -- Take or renew the slot's reader lease; no row when another reader holds it, or when the
 -- slot is not registered (`wal setup` inserts its row: the relay may only update it). The

@@ -208,6 +208,7 @@ async def test_relay_role_in_wal_mode_relays_without_replication_and_is_denied_t
                 ("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", slot),
                 ("SELECT pg_drop_replication_slot($1)", slot),
                 ("SELECT pg_create_logical_replication_slot('lp_rogue', 'test_decoding')",),
+                ("SELECT pg_log_standby_snapshot()",),  # only through outbox_wal_snapshot
                 # The outbox's functions, on a slot `wal setup` did not register or through a
                 # publication that would hand over a table's rows.
                 ("SELECT * FROM outbox_wal_peek('lp_other', NULL, $1)", publication),
@@ -236,6 +237,7 @@ async def test_relay_role_in_wal_mode_relays_without_replication_and_is_denied_t
                 " '{k}', ARRAY[''::bytea], '{\"{}\"}', '{1}', '{r}', ARRAY[now()], $1,"
                 " 'intruder')", slot,
             ) == 0  # fmt: skip
+            assert await relay.fetchval("SELECT outbox_wal_snapshot($1, 'intruder')", slot) is False
             after = await owner.fetchval(
                 "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", slot
             )

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 
+import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from outbox_client import CourseUpdatedEvent, enqueue, enqueue_many, with_events
 from outbox_client.streams import DEFAULT_STREAMS, StreamConfig
 from relay.pgstore import PgStore
+from relay.ports import Sent, Stored
 from relay.settings import RelaySettings
 from relay.walstore import WalStore
 from tests.acceptance.test_cli_config import clean_env, cli
@@ -254,3 +257,55 @@ async def test_an_idle_outbox_in_a_busy_database_still_releases_wal(wal_database
         await store.close()
     after = (await fetch(url, lag_sql, settings.slot_name))[0][0]
     assert after < 10_000, (before, after)
+
+
+async def test_the_slots_restart_point_follows_what_the_relay_confirms(
+    wal_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every peek and advance decodes from the slot's restart_lsn, which moves only past a
+    running-transactions record (PostgreSQL writes one every 15 s): the store logs one after
+    advancing (at most every SNAPSHOT_SECONDS), so the restart point follows within a few
+    reads. Without it, the restart point stays where the slot was created; then, with the
+    function gone (a schema before migration 0008), the store warns once and goes on."""
+    url = wal_database_url
+    settings = RelaySettings(database_url=url)
+    slot_sql = (
+        "SELECT (restart_lsn - '0/0'::pg_lsn)::bigint, (pg_current_wal_lsn() - '0/0'::pg_lsn)"
+        "::bigint FROM pg_replication_slots WHERE slot_name = $1"
+    )
+    start = (await fetch(url, slot_sql, settings.slot_name))[0][0]
+    await fetch(url, "UPDATE outbox_wal_readers SET owner = 'reader', epoch = 1, expires_at ="
+                     " now() + interval '1 minute' WHERE slot = $1", settings.slot_name)  # fmt: skip
+    now = [0.0]
+    store = WalStore(
+        PgStore(settings.dsn, pool_size=2), slot=settings.slot_name,
+        publication=settings.wal_publication, owner="reader", clock=lambda: now[0],
+    )  # fmt: skip
+
+    async def relay_round(n: int) -> None:
+        async with engine(url) as eng, eng.begin() as conn:
+            await enqueue_many(conn, [update_event(f"R{i}", i % 10) for i in range(n)])
+        rows = await store.claim(list(range(64)), [], [], 10_000)
+        assert len(rows) == n
+        now[0] += 1.0  # past SNAPSHOT_SECONDS
+        await store.mark_sent([Sent(r.id, Stored("ACADEMIC_EVENTS", r.id, False)) for r in rows])
+
+    await store.open()
+    try:
+        for _ in range(3):
+            await relay_round(200)
+        restart, end = (await fetch(url, slot_sql, settings.slot_name))[0]
+        assert restart > start, "the restart point did not move"
+        assert end - restart < 200_000, (start, restart, end)  # within the last rounds' WAL
+        await fetch(url, "DROP FUNCTION outbox_wal_snapshot(text, text)")
+        with caplog.at_level(logging.WARNING, logger="relay.walstore"):
+            for _ in range(2):
+                await relay_round(10)
+    finally:
+        await store.close()
+    warnings = [r for r in caplog.records if "relay.wal.snapshot_unavailable" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    fields = warnings[0].event_fields  # type: ignore[attr-defined]
+    assert fields["error"] == "undefined_function"
+    assert "0008" in fields["fix"] and "pg_log_standby_snapshot" in fields["fix"]
+    assert await read_slot(url) == []  # both rounds were confirmed all the same

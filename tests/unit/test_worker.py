@@ -395,3 +395,26 @@ async def test_a_thousand_quarantined_rows_are_one_warning_each_with_its_own_rea
     assert all(
         store.rows[b.id].quarantined == f"invalid subject: {i % 3}" for i, b in enumerate(bad)
     )
+
+
+async def test_wal_capture_polls_fast_while_events_keep_coming_then_slows_down() -> None:
+    """No NOTIFY reaches a WAL reader: after a claim that found events it polls every
+    busy_poll_interval (commit -> stored at 5,000 events/s), and once busy_seconds pass
+    without one, every poll_interval again."""
+    now = [100.0]
+    store, pub = MemoryStore(), FakePublisher()
+    config = LoopConfig(batch_size=10, poll_interval=0.05, busy_poll_interval=0.002)
+    r = Relay(
+        store, pub, config=config, policies=FAST, partitions=every_partition, clock=lambda: now[0]
+    )
+    assert await r.step() == 0.05  # idle from the start
+    store.add("a")
+    assert await r.step() == 0.002  # found one
+    now[0] += 0.5
+    assert await r.step() == 0.002  # nothing now, but events came within busy_seconds
+    now[0] += 0.6
+    assert await r.step() == 0.05
+    await r.finish()
+    table = relay(MemoryStore(), FakePublisher())  # table mode: the poll interval only
+    table.claims.store.add("b")  # type: ignore[attr-defined]
+    assert await table.step() == 0.01
