@@ -97,6 +97,19 @@ def name(row: OutboxRow) -> str:
 BatchVerdict = Callable[[list[OutboxRow]], Failure | None]
 
 
+def refused_times(failures: dict[str, int]) -> Callable[[OutboxRow], Failure | None]:
+    """A per-event verdict: each named event ("b1") is refused "stream full" that many times."""
+    left = dict(failures)
+
+    def verdict(r: OutboxRow) -> Failure | None:
+        if left.get(name(r)):
+            left[name(r)] -= 1
+            return Failure(Verdict.REFUSED, "stream full")
+        return None
+
+    return verdict
+
+
 class AtomicPublisher(FakePublisher):
     """A FakePublisher that takes atomic batches: consecutive rows sharing a ``txn`` are all
     stored or none (``batch_verdict`` may refuse a batch), as NatsPublisher sends them."""
@@ -242,16 +255,8 @@ async def test_a_held_back_key_holds_its_whole_transaction_and_what_follows_on_i
 
 async def test_a_retried_key_holds_a_transaction_back_until_its_head_is_stored() -> None:
     slot = MemorySlot()
-    failures = {"b0": 2}
-
-    def verdict(r: OutboxRow) -> Failure | None:
-        if failures.get(name(r)):
-            failures[name(r)] -= 1
-            return Failure(Verdict.REFUSED, "stream full")
-        return None
-
     pub = AtomicPublisher()
-    pub.verdict = verdict
+    pub.verdict = refused_times({"b0": 2})
     slot.commit(frame("b", 0))
     slot.commit(frame("a", 1), frame("b", 1))
     slot.commit(frame("a", 2))
@@ -324,16 +329,8 @@ async def test_a_split_batch_goes_event_by_event_each_with_its_own_verdict() -> 
 async def test_a_split_event_that_fails_holds_its_key_and_only_its_key() -> None:
     slot = MemorySlot()
     split = [Failure(Verdict.SPLIT, "jetstream 10199: atomic publish batch is too large")]
-    failures = {"b1": 1}
-
-    def verdict(r: OutboxRow) -> Failure | None:
-        if failures.get(name(r)):
-            failures[name(r)] -= 1
-            return Failure(Verdict.REFUSED, "stream full")
-        return None
-
     pub = AtomicPublisher(lambda rows: split.pop() if split else None)
-    pub.verdict = verdict
+    pub.verdict = refused_times({"b1": 1})
     slot.commit(frame("a", 1), frame("b", 1))
     slot.commit(frame("b", 2), frame("c", 1))
     slot.commit(frame("a", 2))
@@ -356,16 +353,8 @@ async def test_a_retry_head_brings_its_transaction_but_not_rows_whose_outcome_is
     out of it: it is sent once."""
     slot = MemorySlot()
     split = [Failure(Verdict.SPLIT, "jetstream 10201: a re-publish")]
-    failures = {"b1": 1}
-
-    def verdict(r: OutboxRow) -> Failure | None:
-        if failures.get(name(r)):
-            failures[name(r)] -= 1
-            return Failure(Verdict.REFUSED, "stream full")
-        return None
-
     pub = AtomicPublisher(lambda rows: split.pop() if split else None)
-    pub.verdict = verdict
+    pub.verdict = refused_times({"b1": 1})
     slot.commit(frame("a", 1), frame("b", 1))
     for n in range(1, 5):
         slot.commit(frame("c", n))
