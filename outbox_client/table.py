@@ -11,6 +11,7 @@ transaction that commits late is picked up by the next round, never skipped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from sqlalchemy import (
@@ -39,6 +40,7 @@ NOTIFY_CHANNEL = "vertector_outbox_v1"
 PARTITION_SQL = f"((('x' || substr(md5(partition_key), 1, 8))::bit(32)::bigint % {PARTITIONS}))"
 
 
+@functools.lru_cache(maxsize=16384)  # the relay asks for each event read from the WAL
 def partition_of(partition_key: str) -> int:
     """The partition PostgreSQL computes for ``partition_key`` (same formula, in Python).
 

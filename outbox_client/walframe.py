@@ -78,16 +78,35 @@ def decode(frame: bytes) -> Frame:
     for name, value in zip(_TEXT_FIELDS, fields, strict=False):
         if "\0" in value:
             raise FrameError(f"frame {name} holds a NUL character{_NUL}")
-    try:
-        headers = json.loads(fields[3])
-    except (RecursionError, ValueError) as exc:
-        raise FrameError(f"frame headers are not JSON: {type(exc).__name__}") from exc
-    # JSON writes NUL only as the escape \u0000: without one the walk is not needed.
-    if "\\u0000" in fields[3] and _holds_nul(headers):
-        raise FrameError(f"frame headers hold a NUL character{_NUL}")
+    headers = _parsed_headers(fields[3])
     return Frame(uuid.UUID(bytes=raw_id), fields[0], fields[1], fields[2], headers, frame[at:])
 
 
+def _parsed_headers(text: str) -> object:
+    """The headers' JSON, parsed; the same text parsed before comes from a bounded cache (most
+    events of a producer carry the same few headers). Its dicts are shared: read, never
+    changed (the relay publishes a copy)."""
+    headers = _HEADERS.get(text)
+    if headers is not None:
+        return headers
+    try:
+        headers = json.loads(text)
+    except (RecursionError, ValueError) as exc:
+        raise FrameError(f"frame headers are not JSON: {type(exc).__name__}") from exc
+    # JSON writes NUL only as the escape \u0000: without one the walk is not needed.
+    if "\\u0000" in text and _holds_nul(headers):
+        raise FrameError(f"frame headers hold a NUL character{_NUL}")
+    if len(text) <= _CACHED_HEADERS_CHARS:
+        if len(_HEADERS) >= _CACHED_HEADERS:
+            _HEADERS.clear()
+        _HEADERS[text] = headers
+    return headers
+
+
+#: Header texts parsed: at most this many, each at most this long.
+_CACHED_HEADERS = 4096
+_CACHED_HEADERS_CHARS = 2048
+_HEADERS: dict[str, object] = {}
 _TEXT_FIELDS = ("event type", "subject", "partition key")
 _NUL = " (PostgreSQL text cannot: no outbox_events row could hold the event)"
 

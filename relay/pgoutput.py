@@ -49,6 +49,20 @@ def _message(data: bytes) -> tuple[bool, str, bytes]:
     return bool(flags & 1), prefix, content
 
 
+def ends_transaction(lsn: int, data: bytes) -> int | None:
+    """The end LSN of the transaction that slot row ``(lsn, data)`` ends (a commit, or a
+    non-transactional message: a transaction of its own); None for any other row."""
+    kind = data[:1]
+    try:
+        if kind == b"C":
+            return int(_COMMIT.unpack_from(data, 1)[2])
+        if kind == b"M" and not _MESSAGE_HEAD.unpack_from(data, 1)[0] & 1:
+            return lsn
+    except struct.error:
+        return None
+    return None
+
+
 def transactions(rows: Iterable[tuple[int, bytes]]) -> Iterator[Transaction]:
     """Complete transactions, in commit order. ``rows``: (lsn, data) as the slot returns them."""
     current: Transaction | None = None

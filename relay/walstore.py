@@ -14,6 +14,13 @@ acknowledged by JetStream or written to the quarantine. A crash re-reads from th
 re-published events carry the same ``Nats-Msg-Id`` (their event id) and JetStream drops
 them. Transactions are decoded in commit order, so per-key order is commit order.
 
+Reads: a peek returns everything from the confirmed position, so the rows already in the
+buffer come again first; they are skipped undecoded when the row before the new ones ends the
+newest transaction read (else the slot is not where this relay left it, and all is decoded).
+After a full claim the next events are read in the background (``READ_AHEAD_CLAIMS``) while
+the batch in hand is published; a read is never cut short by a cancelled claim, and poison it
+found stays pending until it is written to the quarantine.
+
 Transactions: with ``atomic_max_events`` set, the events of a transaction of 2 up to that
 many events carry its number (``OutboxRow.txn``) and are handed out whole: a claim takes all
 of a transaction's unsettled events or none of them (when one of its keys is held back, the
@@ -36,13 +43,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
 
 from outbox_client.table import partition_of
 from outbox_client.walframe import WAL_PREFIX, FrameError, decode
 from relay.checkpoints import NO_CHECKPOINTS, Checkpoints
 from relay.errors import StoreError
 from relay.log import log_event
-from relay.pgoutput import Transaction, transactions
+from relay.pgoutput import Transaction, ends_transaction, transactions
 from relay.pgstore import PgStore
 from relay.ports import Backlog, OutboxRow, Sent
 
@@ -63,6 +72,10 @@ _SNAPSHOT_UNAVAILABLE = {"42883": "undefined_function", "42501": "insufficient_p
 #: Decoded rows of the slot function per event of a one-event transaction (begin, message,
 #: commit): how many rows a peek asks for.
 _ROWS_PER_EVENT = 3
+#: After a full claim, a read of the slot starts in the background once the events read
+#: ahead, beyond that claim and those in flight, could not fill this many more claims: the
+#: loop then finds the next batch decoded instead of waiting while PostgreSQL decodes it.
+READ_AHEAD_CLAIMS = 2
 
 
 @dataclass(slots=True)
@@ -100,6 +113,7 @@ class WalStore:
         self.buffer_events = buffer_events
         self.clock = clock
         self._slot_lock = asyncio.Lock()  # one slot function at a time: the slot is exclusive
+        self._reading: asyncio.Task[None] | None = None  # the read of the slot in progress
         self._snapshots = True  # until wal_snapshot is refused as unavailable
         self._last_snapshot = -float("inf")
         self._next_id = 1
@@ -107,6 +121,8 @@ class WalStore:
 
     def reset(self) -> None:
         """Forget what was read ahead: the next claim starts at the slot's confirmed position."""
+        self._epoch = getattr(self, "_epoch", 0) + 1  # a read begun before is not taken in
+        self._poison: list[tuple[OutboxRow, str]] = []  # read, not yet written to quarantine
         self._rows: dict[int, OutboxRow] = {}  # unsettled events by id, in commit order
         self._types: dict[int, str] = {}  # their event types (for the quarantine)
         self._txn_of: dict[int, _Txn] = {}
@@ -139,11 +155,42 @@ class WalStore:
         skip, held, owned = set(exclude), set(held_keys), set(partitions)
         found = self._claimable(skip, held, owned, limit)
         # Read on while the buffer cannot fill a batch (rows of held keys wait in it, and
-        # the keys behind them must not starve), up to RELAY_WAL_BUFFER_EVENTS.
+        # the keys behind them must not starve), up to RELAY_WAL_BUFFER_EVENTS: the read
+        # begun in the background if there is one, else one now.
         if len(found) < limit and len(self._rows) < self.buffer_events:
-            await self._read(limit - len(found))
+            begun = self._reading is not None
+            await self._read_ahead(limit)
             found = self._claimable(skip, held, owned, limit)
+            if begun and len(found) < limit and len(self._rows) < self.buffer_events:
+                await self._read_ahead(limit)  # that read was too small for this claim
+                found = self._claimable(skip, held, owned, limit)
+        # A full claim: more is likely waiting in the slot. Begin reading it now when what
+        # is left here could not fill the next claims.
+        spare = len(self._rows) - len(found) - len(skip)
+        if (
+            len(found) >= limit
+            and spare < READ_AHEAD_CLAIMS * limit
+            and len(self._rows) < self.buffer_events
+        ):
+            self._begin_read(limit)
         return found
+
+    def _begin_read(self, limit: int) -> None:
+        """Start a read of the slot in the background unless one is in progress."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read(limit, self._epoch))
+
+    async def _read_ahead(self, limit: int) -> None:
+        """Wait for the read in progress (begun now if none was); its error is raised here,
+        once. A claim cancelled meanwhile does not cancel the read: it is taken in whole."""
+        self._begin_read(limit)
+        task = self._reading
+        assert task is not None
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._reading is task:
+                self._reading = None
 
     def _claimable(
         self, skip: set[int], held: set[str], owned: set[int], limit: int
@@ -196,27 +243,33 @@ class WalStore:
                 found[r.id] = r
         return sorted(found.values(), key=_by_id)
 
-    async def _read(self, limit: int) -> None:
+    async def _read(self, limit: int, epoch: int) -> None:
         """Decode the transactions after those already read (about ``limit`` events)."""
+        await self._write_poison()
         for _ in range(2):
             async with self._slot_lock:
+                known = self._window  # rows of the slot already in the buffer, in this order
                 records = await self.base._call(
-                    "fetch", "wal_peek", self.slot, self._window + _ROWS_PER_EVENT * limit,
+                    "fetch", "wal_peek", self.slot, known + _ROWS_PER_EVENT * limit,
                     self.publication,
                 )  # fmt: skip
-            poison: list[tuple[OutboxRow, str]] = []
+            if epoch != self._epoch:
+                return  # the reader lease changed hands meanwhile: this read is stale
+            # The slot returns what is in the buffer again first: skip it without decoding
+            # when the row before the new ones ends the newest transaction read (else the slot
+            # is not where this relay left it: decode all, see "stale" below).
+            first = known if known and _ends(records, known - 1, self._read_lsn) else 0
             fresh = stale = 0
-            for txn in transactions((r["lsn"], r["data"]) for r in records):
+            for txn in transactions((r["lsn"], r["data"]) for r in islice(records, first, None)):
                 if txn.end_lsn <= self._settled_lsn:
                     stale += 1  # settled here, yet the slot is before it: see below
                 elif txn.end_lsn > self._read_lsn:
                     fresh += 1
                     self._read_lsn = txn.end_lsn
                     self._window += txn.changes
-                    poison += self._add(txn)
+                    self._poison += self._add(txn)
                 # else: read before, still in the buffer
-            if poison:
-                await self._quarantine_rows(poison)
+            await self._write_poison()
             if not stale:
                 break
             # The slot lost positions this relay confirmed (PostgreSQL restarted before the
@@ -228,6 +281,15 @@ class WalStore:
             await self._heartbeat()
         if self._txns and not self._txns[0].unsettled:
             await self._advance()
+
+    async def _write_poison(self) -> None:
+        """Quarantine the unreadable events read (kept until written: their transactions hold
+        the slot back until then)."""
+        if self._poison:
+            poison, epoch = self._poison, self._epoch
+            await self._quarantine_rows(poison)
+            if epoch == self._epoch:
+                self._poison = []
 
     def _add(self, txn: Transaction) -> list[tuple[OutboxRow, str]]:
         entry = _Txn(txn.end_lsn, txn.committed_at, set(), txn.changes)
@@ -443,6 +505,14 @@ _NOT_TRANSACTIONAL = (
     "its transaction committed, it may be a phantom; an outbox event exists only if its "
     "transaction commits (enqueue writes transactional messages)"
 )
+
+
+def _ends(records: Sequence[Any], index: int, lsn: int) -> bool:
+    """Whether slot row ``index`` of ``records`` ends the transaction that ends at ``lsn``."""
+    if index >= len(records):
+        return False
+    record = records[index]
+    return ends_transaction(record["lsn"], record["data"]) == lsn
 
 
 def _by_id(row: OutboxRow) -> int:
