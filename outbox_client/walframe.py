@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from outbox_client.errors import OutboxError
@@ -83,30 +84,26 @@ def decode(frame: bytes) -> Frame:
 
 
 def _parsed_headers(text: str) -> object:
-    """The headers' JSON, parsed; the same text parsed before comes from a bounded cache (most
-    events of a producer carry the same few headers). Its dicts are shared: read, never
-    changed (the relay publishes a copy)."""
-    headers = _HEADERS.get(text)
-    if headers is not None:
-        return headers
+    """The headers' JSON, parsed: by the C scanner itself when the text is one JSON value and
+    nothing else (what encode writes), else by ``json.loads`` for its whitespace rules and its
+    errors."""
     try:
-        headers = json.loads(text)
-    except (RecursionError, ValueError) as exc:
-        raise FrameError(f"frame headers are not JSON: {type(exc).__name__}") from exc
+        headers, end = _SCAN(text, 0)
+    except (StopIteration, RecursionError, ValueError):
+        end = -1
+    if end != len(text):
+        try:
+            headers = json.loads(text)
+        except (RecursionError, ValueError) as exc:
+            raise FrameError(f"frame headers are not JSON: {type(exc).__name__}") from exc
     # JSON writes NUL only as the escape \u0000: without one the walk is not needed.
     if "\\u0000" in text and _holds_nul(headers):
         raise FrameError(f"frame headers hold a NUL character{_NUL}")
-    if len(text) <= _CACHED_HEADERS_CHARS:
-        if len(_HEADERS) >= _CACHED_HEADERS:
-            _HEADERS.clear()
-        _HEADERS[text] = headers
     return headers
 
 
-#: Header texts parsed: at most this many, each at most this long.
-_CACHED_HEADERS = 4096
-_CACHED_HEADERS_CHARS = 2048
-_HEADERS: dict[str, object] = {}
+#: json's own scanner (C): what json.loads calls after two layers of Python.
+_SCAN: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _TEXT_FIELDS = ("event type", "subject", "partition key")
 _NUL = " (PostgreSQL text cannot: no outbox_events row could hold the event)"
 
