@@ -14,6 +14,7 @@ later.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, overload
 
@@ -55,6 +56,10 @@ AsyncTarget = AsyncSession | AsyncConnection
 
 #: A partition key longer than this is named in the error when the header block is too large.
 _LONG_KEY = 1024
+_PARTITION_KEY = Header.PARTITION_KEY.value
+#: The relay's Nats-Msg-Id header as the checks see it: the text of any event id (a UUID is
+#: always these 36 characters long, and of hex digits and dashes), without formatting each.
+_MSG_ID = {Header.MSG_ID.value: str(uuid.UUID(int=0))}
 
 
 def _refused(event: BaseEvent, problem: str, fix: str) -> EnqueueError:
@@ -81,14 +86,12 @@ def _row(event: object, partition_key: str | None) -> Row:
         event = event.model_copy(update={"metadata": event.metadata.model_copy(update=trace)})
     key = partition_key if partition_key is not None else event.partition_key
     headers = event.nats_headers()
-    headers[Header.PARTITION_KEY.value] = key
+    headers[_PARTITION_KEY] = key
     reserved = reserved_header(headers)
     if reserved is not None:  # a subclass's nats_headers() added one
         raise _refused(event, f"its headers set {reserved!r}", RESERVED_FIX)
     # Checked as the relay will send them, with its Nats-Msg-Id (a larger block).
-    problem = headers_problem(
-        headers | {Header.MSG_ID.value: str(event.event_id)}, reserved_allowed=True
-    )
+    problem = headers_problem(headers | _MSG_ID, reserved_allowed=True)
     if problem:
         long_key = isinstance(key, str) and len(key) > _LONG_KEY
         size = f" (the partition key is {len(key)} characters)" if long_key else ""

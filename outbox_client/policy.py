@@ -127,11 +127,23 @@ def reserved_header(headers: Mapping[str, object]) -> str | None:
     >>> reserved_header({"Vertector-Event-Type": "a.b", "Nats-Rollup": "all"})
     'Nats-Rollup'
     """
+    names = tuple(headers) if type(headers) is dict else None
+    if names in _unreserved_names:  # every enqueue asks: a producer has few sets of names
+        return None
     for name in headers:
         lower = str(name).lower()
         if lower.startswith(RESERVED_HEADER_PREFIX) or lower in RELAY_ONLY_HEADERS:
             return str(name)
+    if names is not None and all(type(name) is str for name in names):
+        if len(_unreserved_names) >= _REMEMBERED_NAME_SETS:
+            _unreserved_names.clear()
+        if sum(len(name) for name in names) <= _REMEMBERED_NAMES_LENGTH:
+            _unreserved_names.add(names)
     return None
+
+
+#: Tuples of header names (all ``str``) none of which is reserved.
+_unreserved_names: set[tuple[str, ...]] = set()
 
 
 def headers_problem(headers: object, *, reserved_allowed: bool = False) -> str | None:
@@ -139,14 +151,16 @@ def headers_problem(headers: object, *, reserved_allowed: bool = False) -> str |
 
     ``reserved_allowed`` is for the relay's own outgoing block, which carries ``Nats-Msg-Id``.
 
-    The relay asks this of every row it sends, and a producer's rows carry few distinct sets of
-    header names: a set of names already found acceptable is remembered, so that such a row
-    costs a look-up and one scan of its values; anything else takes the full walk, which names
-    the problem.
+    The relay asks this of every row it sends, ``enqueue`` of every event (with
+    ``reserved_allowed``, for the block the relay will send), and a producer's rows carry few
+    distinct sets of header names: a set of names already found acceptable is remembered (apart
+    for each ``reserved_allowed``), so that such a row costs a look-up and one scan of its
+    values; anything else takes the full walk, which names the problem.
     """
+    accepted = _accepted_names_with_reserved if reserved_allowed else _accepted_names
     if type(headers) is dict:
         names = tuple(headers)
-        names_bytes = _accepted_names.get(names)
+        names_bytes = accepted.get(names)
         if names_bytes is not None:
             try:
                 values = "".join(headers.values())
@@ -158,28 +172,36 @@ def headers_problem(headers: object, *, reserved_allowed: bool = False) -> str |
                     return None
     problem = _headers_walk(headers, reserved_allowed)
     if problem is None:
-        _remember_names(headers)
+        _remember_names(headers, accepted, reserved_allowed)
     return problem
 
 
 #: Tuples of header names that passed every name check (none reserved, whoever asked), with
 #: their encoded length; cleared when full (hostile rows may bring many distinct names).
 _accepted_names: dict[tuple[str, ...], int] = {}
+#: The same for the checks with ``reserved_allowed`` (the relay's outgoing block, which the
+#: producer checks too): names that passed those, ``Nats-*`` ones among them. Kept apart, so
+#: that such names are never taken as accepted for a block without the allowance.
+_accepted_names_with_reserved: dict[tuple[str, ...], int] = {}
 _REMEMBERED_NAME_SETS = 4096
 #: Longest names tuple remembered (in characters), so that the memory stays small.
 _REMEMBERED_NAMES_LENGTH = 1024
 
 
-def _remember_names(headers: object) -> None:
-    if type(headers) is not dict or reserved_header(headers) is not None:
+def _remember_names(
+    headers: object, accepted: dict[tuple[str, ...], int], reserved_allowed: bool
+) -> None:
+    if type(headers) is not dict:
+        return
+    if not reserved_allowed and reserved_header(headers) is not None:
         return
     names = tuple(headers)
     length = sum(len(name) for name in names)  # names are ASCII tokens: bytes = characters
     if length > _REMEMBERED_NAMES_LENGTH:
         return
-    if len(_accepted_names) >= _REMEMBERED_NAME_SETS:
-        _accepted_names.clear()
-    _accepted_names[names] = length
+    if len(accepted) >= _REMEMBERED_NAME_SETS:
+        accepted.clear()
+    accepted[names] = length
 
 
 def _headers_walk(headers: object, reserved_allowed: bool) -> str | None:

@@ -20,7 +20,6 @@ pipelined ``executemany`` of the same rows, measured with ``make bench``).
 
 from __future__ import annotations
 
-import json
 import uuid
 import weakref
 from collections.abc import Generator
@@ -35,7 +34,7 @@ from sqlalchemy.util import await_
 from outbox_client.capture import capture_mode
 from outbox_client.errors import EnqueueError
 from outbox_client.table import outbox
-from outbox_client.walframe import WAL_PREFIX, encode
+from outbox_client.walframe import WAL_PREFIX, encode, headers_json
 
 #: One row: event_id, event_type, subject, partition_key, payload, headers.
 Row = tuple[uuid.UUID, str, str, str, bytes, dict[str, str]]
@@ -72,30 +71,35 @@ def write(connection: Connection, rows: list[Row]) -> None:
     with ``OUTBOX_CAPTURE=wal``, emit them as logical decoding messages instead."""
     if not rows:
         return
-    if capture_mode() == "wal":
-        _emit(connection, rows)
-        return
+    driver = _asyncpg_in_transaction(connection)
+    if driver is not None:
+        await_(driver.execute(*_asyncpg_statement(rows)))
+    elif capture_mode() == "wal":
+        frames = [encode(*row) for row in rows]
+        connection.execute(_CORE_EMIT, {"prefix": WAL_PREFIX, "frames": frames})
+    else:
+        columns = _columns(rows)
+        connection.execute(_CORE_MANY, dict(zip(_NAMES, columns, strict=True)))
+
+
+def _columns(rows: list[Row]) -> list[list[Any]]:
     # Headers go as JSON text cast to jsonb in SQL: the same bytes for every driver.
     columns = [list(column) for column in zip(*rows, strict=True)]
-    columns[-1] = [json.dumps(headers, separators=(",", ":")) for headers in columns[-1]]
-    driver = _asyncpg_in_transaction(connection)
-    if driver is None:
-        connection.execute(_CORE_MANY, dict(zip(_NAMES, columns, strict=True)))
-    elif len(rows) == 1:
-        await_(driver.execute(_ONE_ROW, *(column[0] for column in columns)))
-    else:
-        await_(driver.execute(_ASYNCPG_MANY, *columns))
+    columns[-1] = [headers_json(headers) for headers in columns[-1]]
+    return columns
 
 
-def _emit(connection: Connection, rows: list[Row]) -> None:
-    frames = [encode(*row) for row in rows]
-    driver = _asyncpg_in_transaction(connection)
-    if driver is None:
-        connection.execute(_CORE_EMIT, {"prefix": WAL_PREFIX, "frames": frames})
-    elif len(frames) == 1:
-        await_(driver.execute(_EMIT_ONE, WAL_PREFIX, frames[0]))
-    else:
-        await_(driver.execute(_EMIT_MANY, WAL_PREFIX, frames))
+def _asyncpg_statement(rows: list[Row]) -> tuple[Any, ...]:
+    """The statement and arguments that write ``rows`` on an asyncpg connection (``rows`` is
+    not empty)."""
+    if capture_mode() == "wal":
+        if len(rows) == 1:
+            return (_EMIT_ONE, WAL_PREFIX, encode(*rows[0]))
+        return (_EMIT_MANY, WAL_PREFIX, [encode(*row) for row in rows])
+    columns = _columns(rows)
+    if len(rows) == 1:
+        return (_ONE_ROW, *(column[0] for column in columns))
+    return (_ASYNCPG_MANY, *columns)
 
 
 def _asyncpg_in_transaction(connection: Connection) -> Any:
@@ -220,10 +224,21 @@ class PendingWrite:
     def __await__(self) -> Generator[Any, None, None]:
         sync = self._connection.sync_connection
         waiting = _pending.get(sync) if sync is not None else None
-        if waiting is None or self not in waiting:
+        if sync is None or waiting is None or self not in waiting:
             raise EnqueueError("this enqueue() was awaited already, or its transaction ended")
         waiting.discard(self)
+        # The connection is open and asyncpg is inside the transaction (the common case: the
+        # event follows the domain write): send the statement from this coroutine. No
+        # greenlet for run_sync(), which cost about as much CPU as the statement itself.
+        if self._rows and not (sync.closed or sync.invalidated):
+            driver = _asyncpg_in_transaction(sync)
+            if driver is not None:
+                return _send(driver, _asyncpg_statement(self._rows)).__await__()
         return self._connection.run_sync(write, self._rows).__await__()
+
+
+async def _send(driver: Any, statement: tuple[Any, ...]) -> None:
+    await driver.execute(*statement)
 
 
 @event.listens_for(Engine, "commit")

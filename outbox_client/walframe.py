@@ -18,6 +18,7 @@ import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote
 
 from outbox_client.errors import OutboxError
 
@@ -49,14 +50,25 @@ def encode(
     payload: bytes,
     headers: dict[str, str],
 ) -> bytes:
-    parts = [
-        event_type.encode(),
-        subject.encode(),
-        partition_key.encode(),
-        json.dumps(headers, separators=(",", ":")).encode(),
-    ]
-    head = _HEAD.pack(VERSION, event_id.bytes, *(len(p) for p in parts))
-    return b"".join((head, *parts, payload))
+    kind = event_type.encode()
+    to = subject.encode()
+    key = partition_key.encode()
+    block = headers_json(headers).encode()
+    head = _HEAD.pack(VERSION, event_id.bytes, len(kind), len(to), len(key), len(block))
+    return b"".join((head, kind, to, key, block, payload))
+
+
+def headers_json(headers: dict[str, str]) -> str:
+    """``json.dumps(headers, separators=(",", ":"))``, byte for byte, in half the time for a
+    dict of strings (every producer's headers: the policy refuses anything else)."""
+    try:
+        return (
+            "{"
+            + ",".join([_quote(name) + ":" + _quote(value) for name, value in headers.items()])
+            + "}"
+        )
+    except TypeError:  # a name or value that is not a string: json.dumps converts or names it
+        return json.dumps(headers, separators=(",", ":"))
 
 
 def decode(frame: bytes) -> Frame:

@@ -122,20 +122,31 @@ class BaseEvent(BaseModel):
 
     def nats_headers(self) -> dict[str, str]:
         """Headers the relay sends with the payload (``Nats-Msg-Id`` is added by the relay)."""
+        metadata = self.metadata
         headers = {
-            Header.EVENT_TYPE.value: self.event_type,
-            Header.SCHEMA_VERSION.value: str(self.schema_version),
-            Header.SOURCE_SERVICE.value: self.metadata.source_service,
-            Header.PRODUCER.value: PRODUCED_BY_OUTBOX_CLIENT,
+            _EVENT_TYPE: self.event_type,
+            _SCHEMA_VERSION: str(self.schema_version),
+            _SOURCE_SERVICE: metadata.source_service,
+            _PRODUCER: PRODUCED_BY_OUTBOX_CLIENT,
         }
-        optional = {
-            Header.CORRELATION_ID: self.metadata.correlation_id,
-            Header.CAUSATION_ID: self.metadata.causation_id,
-            Header.TRACEPARENT: self.metadata.traceparent,
-            Header.TRACESTATE: self.metadata.tracestate,
-        }
-        headers.update({name.value: value for name, value in optional.items() if value})
+        for name, field in _OPTIONAL_HEADERS:  # every enqueue asks: no enum look-ups here
+            value = getattr(metadata, field)
+            if value:
+                headers[name] = value
         return headers
+
+
+_EVENT_TYPE = Header.EVENT_TYPE.value
+_SCHEMA_VERSION = Header.SCHEMA_VERSION.value
+_SOURCE_SERVICE = Header.SOURCE_SERVICE.value
+_PRODUCER = Header.PRODUCER.value
+#: Headers sent when the metadata field is set, in this order.
+_OPTIONAL_HEADERS = (
+    (Header.CORRELATION_ID.value, "correlation_id"),
+    (Header.CAUSATION_ID.value, "causation_id"),
+    (Header.TRACEPARENT.value, "traceparent"),
+    (Header.TRACESTATE.value, "tracestate"),
+)
 
 
 class GenericEvent(BaseEvent):

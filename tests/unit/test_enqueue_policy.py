@@ -64,6 +64,34 @@ def test_the_header_block_leaves_room_for_the_relays_msg_id() -> None:
         enqueue(session, ev, partition_key="k" * (MAX_HEADER_BLOCK - rest - 10))
 
 
+@pytest.mark.parametrize("key", ["k" * 100_000, "a\r\nNats-Rollup: all", "nul\0", 7])
+def test_a_refusal_reads_the_same_once_the_header_names_are_remembered(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks remember header names they accepted (outbox_client.policy); an event with
+    those names and a bad value is refused word for word as when nothing was remembered."""
+    from outbox_client import policy
+
+    monkeypatch.setattr(policy, "_accepted_names", {})  # nothing remembered yet
+    monkeypatch.setattr(policy, "_accepted_names_with_reserved", {})
+    monkeypatch.setattr(policy, "_unreserved_names", set())
+    ev = course()
+
+    def refusal() -> str:
+        with Session() as session, pytest.raises(EnqueueError) as refused:
+            enqueue(session, ev, partition_key=key)
+        assert not session.new
+        return str(refused.value)
+
+    first = refusal()
+    with Session() as session:
+        enqueue(session, course("CS102"))  # the same names, accepted: now remembered
+    assert (*ev.nats_headers(), "Vertector-Partition-Key", "Nats-Msg-Id") in (
+        policy._accepted_names_with_reserved
+    )
+    assert refusal() == first
+
+
 @pytest.mark.parametrize("key", ["a\r\nNats-Rollup: all", "nul\0", "x\n"])
 def test_a_partition_key_that_would_be_mangled_is_refused(key: str) -> None:
     with Session() as session, pytest.raises(EnqueueError, match="CR, LF or NUL"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import uuid
 
@@ -9,7 +10,7 @@ import pytest
 
 from outbox_client.capture import capture_mode, set_capture
 from outbox_client.errors import OutboxError
-from outbox_client.walframe import WAL_PREFIX, FrameError, decode, encode
+from outbox_client.walframe import WAL_PREFIX, FrameError, decode, encode, headers_json
 from relay.errors import StoreError
 from relay.pgoutput import transactions
 
@@ -24,6 +25,22 @@ def test_a_frame_round_trips_every_field() -> None:
         event_id, "academic.course.updated", "academic.course.updated", "CS101",
     )  # fmt: skip
     assert got.headers == headers and got.payload == b'{"x":1}\x00\xff'
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Vertector-Event-Type": "academic.course.updated", "k": "välue", "q": 'a"b\\c'},
+        {"t": "tab\there", "e": "\u2028\U0001f600", "\u00e9": "x"},
+        {"n": 1, "f": 1.5, "b": True, "z": None},  # not what a producer sends: json.dumps's way
+        {1: "int key", None: "none key"},
+    ],
+)
+def test_the_headers_are_the_bytes_json_dumps_writes(headers: dict[str, str]) -> None:
+    """The frame's header block is compact ``json.dumps`` output, byte for byte, whichever way
+    encode() builds it."""
+    assert headers_json(headers) == json.dumps(headers, separators=(",", ":"))
 
 
 @pytest.mark.parametrize(
