@@ -36,7 +36,7 @@ from relay.stats import RelayStats
 from relay.walmonitor import WalMonitor
 from relay.walreader import WalReaderLease
 from relay.walslot import ensure_usable
-from relay.walstore import ADVANCE_SECONDS, WalStore
+from relay.walstore import WalStore
 from relay.worker import LoopConfig, Relay
 
 logger = logging.getLogger("relay.app")
@@ -87,7 +87,6 @@ class RelayApp:
                 buffer_events=settings.wal_buffer_events,
                 checkpoints=checkpoints,
                 atomic_max_events=ATOMIC_BATCH_MAX if atomic else 0,
-                advance_interval=ADVANCE_SECONDS,
             )
         self.publisher = NatsPublisher(
             nats_config,
@@ -381,20 +380,7 @@ class RelayApp:
             background_stop.set()
             loop.cancel()
             await asyncio.gather(loop, *background, return_exceptions=True)
-            if isinstance(self.store, WalStore):
-                await self._flush_slot()
             await self.leases.leave()  # hand partitions over now, not after the lease expires
-
-    async def _flush_slot(self) -> None:
-        """Confirm what was acknowledged before the slot is handed over (else the next reader
-        publishes it again: deduplicated, but needless)."""
-        assert isinstance(self.store, WalStore)
-        try:
-            await self.store.flush()
-        except StoreError as exc:
-            log_event(logger, "relay.wal.flush_failed", level=logging.WARNING, error=str(exc),
-                      detail="acknowledged events not confirmed: re-published (deduplicated) "
-                      "by the next reader")  # fmt: skip
 
     async def _first_leases(self) -> None:
         try:

@@ -66,11 +66,6 @@ HEARTBEAT_SECONDS = 10.0
 #: moves only past one, and PostgreSQL itself writes one every 15 s. Measured at a steady
 #: 5,000 events/s: the restart point 75 MB behind after 10 s without, about 1 MB with.
 SNAPSHOT_SECONDS = 0.1
-#: The slot is advanced at most this often while events keep being acknowledged (an advance
-#: decodes the WAL from the slot's restart point, as a read does, and holds the slot, which a
-#: read then waits for); a mark in between leaves it to a deferred advance. The app's value;
-#: WalStore's default, 0, advances at every mark.
-ADVANCE_SECONDS = 0.02
 #: Why wal_snapshot may be refused: the function is missing (migration 0008 not run, or
 #: PostgreSQL 15 has no pg_log_standby_snapshot) or its owner may not execute it.
 _SNAPSHOT_UNAVAILABLE = {"42883": "undefined_function", "42501": "insufficient_privilege"}
@@ -107,12 +102,8 @@ class WalStore:
         checkpoints: Checkpoints = NO_CHECKPOINTS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         atomic_max_events: int = 0,
-        advance_interval: float = 0.0,
     ) -> None:
         self.base = base
-        self.advance_interval = advance_interval
-        self._last_advance = -float("inf")
-        self._deferred: asyncio.Task[None] | None = None  # an advance waiting for its turn
         self.atomic_max_events = atomic_max_events
         self.heartbeat_seconds = heartbeat_seconds
         self.checkpoints = checkpoints
@@ -367,7 +358,6 @@ class WalStore:
         target = self._settled_lsn
         if target <= self._confirmed_lsn:
             return 0
-        self._last_advance = self.clock()
         async with self._slot_lock:
             confirmed = await self.base._call(
                 "fetchval", "wal_advance", self.slot, target, self.owner
@@ -409,31 +399,9 @@ class WalStore:
             await asyncio.sleep(0)
             self.checkpoints.reached("mid_mark")
             await task
-        elif self.clock() - self._last_advance >= self.advance_interval:
+        else:
             await self._advance()
-        elif self._deferred is None:
-            self._deferred = asyncio.ensure_future(self._deferred_advance())
         return len(ids)
-
-    async def _deferred_advance(self) -> None:
-        """Advance once the interval since the last advance is over. A failure is logged and
-        left to the next mark or read, which advance to the same settled position."""
-        try:
-            await asyncio.sleep(max(0.0, self._last_advance + self.advance_interval - self.clock()))
-            await self._advance()
-        except StoreError as exc:
-            log_event(logger, "relay.wal.advance_failed", level=logging.WARNING, error=str(exc),
-                      effect="retried at the next mark or read of the slot")  # fmt: skip
-        finally:
-            self._deferred = None
-
-    async def flush(self) -> None:
-        """Advance the slot past everything settled now, not at the deferred advance (a clean
-        stop, before the reader lease is handed over)."""
-        if self._deferred is not None:
-            self._deferred.cancel()
-            await asyncio.gather(self._deferred, return_exceptions=True)
-        await self._advance()
 
     async def record_failures(self, failures: Sequence[tuple[int, str]]) -> None:
         for row_id, _ in failures:

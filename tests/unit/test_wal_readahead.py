@@ -166,39 +166,3 @@ async def test_poison_whose_quarantine_write_fails_is_written_by_a_later_read() 
     assert [name(r) for r in rows] == ["a1", "a2"]
     await store.mark_sent(sent(rows))
     assert slot.confirmed == slot.changes[-1][0]  # the poison no longer holds the slot back
-
-
-async def test_marks_within_the_advance_interval_leave_the_slot_to_one_deferred_advance() -> None:
-    slot = CountingSlot()
-    fill(slot, 3, 2)
-    now = [100.0]
-    store = WalStore(
-        slot, slot="s", publication="p", owner="me",  # type: ignore[arg-type]
-        advance_interval=0.05, clock=lambda: now[0],
-    )  # fmt: skip
-    rows = await store.claim(EVERY, [], [], limit=10)
-    ends = [slot.changes[i][0] for i in (3, 7, 11)]  # each transaction's commit
-    await store.mark_sent(sent(rows[:2]))
-    assert slot.confirmed == ends[0]  # the first mark advances at once
-    await store.mark_sent(sent(rows[2:4]))
-    assert slot.confirmed == ends[0]  # within the interval: deferred, the loop goes on
-    now[0] += 0.01
-    await store.mark_sent(sent(rows[4:]))
-    assert slot.confirmed == ends[0]
-    for _ in range(500):  # the deferred advance, 40 ms on (the clock does not move)
-        if slot.confirmed == ends[2]:
-            break
-        await asyncio.sleep(0.01)
-    assert slot.confirmed == ends[2]  # one advance past both later marks
-
-
-async def test_flush_advances_past_what_is_settled_at_once() -> None:
-    slot = CountingSlot()
-    fill(slot, 2, 2)
-    store = WalStore(slot, slot="s", publication="p", owner="me", advance_interval=60)  # type: ignore[arg-type]
-    rows = await store.claim(EVERY, [], [], limit=10)
-    await store.mark_sent(sent(rows[:2]))
-    await store.mark_sent(sent(rows[2:]))
-    assert slot.confirmed == slot.changes[3][0]  # the second waits a minute
-    await store.flush()  # a clean stop
-    assert slot.confirmed == slot.changes[-1][0]
