@@ -117,11 +117,12 @@ class WalStore:
         self._snapshots = True  # until wal_snapshot is refused as unavailable
         self._last_snapshot = -float("inf")
         self._next_id = 1
+        self._epoch = 0  # reset() counts: a read begun before one is not taken in
         self.reset()
 
     def reset(self) -> None:
         """Forget what was read ahead: the next claim starts at the slot's confirmed position."""
-        self._epoch = getattr(self, "_epoch", 0) + 1  # a read begun before is not taken in
+        self._epoch += 1
         self._poison: list[tuple[OutboxRow, str]] = []  # read, not yet written to quarantine
         self._rows: dict[int, OutboxRow] = {}  # unsettled events by id, in commit order
         self._types: dict[int, str] = {}  # their event types (for the quarantine)
