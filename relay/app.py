@@ -37,6 +37,7 @@ from relay.walmonitor import WalMonitor
 from relay.walreader import WalReaderLease
 from relay.walslot import ensure_usable
 from relay.walstore import WalStore
+from relay.walstream import StreamTarget
 from relay.worker import LoopConfig, Relay
 
 logger = logging.getLogger("relay.app")
@@ -87,6 +88,15 @@ class RelayApp:
                 buffer_events=settings.wal_buffer_events,
                 checkpoints=checkpoints,
                 atomic_max_events=ATOMIC_BATCH_MAX if atomic else 0,
+                # The walsender pushes each transaction as it commits: it wakes the loop.
+                stream=StreamTarget(
+                    settings.dsn,
+                    application_name(settings.instance_name),
+                    settings.db_timeout_seconds,
+                )
+                if settings.wal_read == "stream"
+                else None,
+                on_rows=self.wakeup.set,
             )
         self.publisher = NatsPublisher(
             nats_config,
@@ -153,7 +163,9 @@ class RelayApp:
                     else settings.poll_interval_seconds
                 ),
                 busy_poll_interval=(
-                    settings.wal_busy_poll_interval_seconds if settings.capture == "wal" else None
+                    settings.wal_busy_poll_interval_seconds
+                    if settings.capture == "wal" and settings.wal_read == "functions"
+                    else None
                 ),
             ),
             policies=self.policies,
@@ -208,6 +220,7 @@ class RelayApp:
         await ensure_usable(
             self.table_store, self.settings.slot_name, self.settings.wal_publication,
             accept_lost=self.settings.wal_accept_lost_events,
+            stream=self.settings.wal_read == "stream",
         )  # fmt: skip
 
     async def _listen(self) -> None:

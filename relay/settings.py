@@ -111,6 +111,13 @@ class WalSettings(DatabaseSettings):
         pattern=r"^[a-z0-9_]{1,63}$",
         description="WAL capture's publication (no tables: it carries the event messages)",
     )
+    wal_read: Literal["functions", "stream"] = Field(
+        default="functions",
+        description="WAL capture: how the slot is read. functions: the slot functions through "
+        "migration 0007's (the relay's role needs no REPLICATION); stream: the streaming "
+        "replication protocol, pushed as transactions commit and decoded once (faster; the "
+        "role needs the REPLICATION attribute)",
+    )
     wal_poll_interval_seconds: float = Field(
         default=0.05, gt=0, le=60, description="WAL capture: how often an idle slot is read"
     )

@@ -124,9 +124,21 @@ async def teardown(store: PgStore, slot: str, publication: str) -> list[str]:
     return done
 
 
-async def ensure_usable(store: PgStore, slot: str, publication: str, *, accept_lost: bool) -> None:
-    """Before the relay reads: the server can, the slot exists and is not invalidated."""
+async def ensure_usable(
+    store: PgStore, slot: str, publication: str, *, accept_lost: bool, stream: bool = False
+) -> None:
+    """Before the relay reads: the server can, the slot exists and is not invalidated, and
+    with ``stream`` (RELAY_WAL_READ=stream) the relay's role may open a replication
+    connection."""
     await check_server(store)
+    if stream:
+        role = await store._call("fetchrow", "wal_role")
+        if not (role["rolreplication"] or role["rolsuper"]):
+            raise WalCaptureError(
+                f"RELAY_WAL_READ=stream needs a role with the REPLICATION attribute and "
+                f"{role['rolname']} has none: ALTER ROLE {role['rolname']} REPLICATION (as a "
+                "superuser), or use RELAY_WAL_READ=functions (the default, no REPLICATION)"
+            )
     row = await store._call("fetchrow", "wal_slot", slot)
     if row is None:
         raise WalCaptureError(

@@ -54,6 +54,7 @@ from relay.log import log_event
 from relay.pgoutput import Transaction, ends_transaction, transactions
 from relay.pgstore import PgStore
 from relay.ports import Backlog, OutboxRow, Sent
+from relay.walstream import SlotBusyError, SlotStream, StreamTarget, open_stream
 
 logger = logging.getLogger("relay.walstore")
 
@@ -76,6 +77,8 @@ _ROWS_PER_EVENT = 3
 #: ahead, beyond that claim and those in flight, could not fill this many more claims: the
 #: loop then finds the next batch decoded instead of waiting while PostgreSQL decodes it.
 READ_AHEAD_CLAIMS = 2
+#: RELAY_WAL_READ=stream: attempts at starting the stream while an old one holds the slot.
+_TAKEOVER_ATTEMPTS = 20
 
 
 @dataclass(slots=True)
@@ -102,8 +105,13 @@ class WalStore:
         checkpoints: Checkpoints = NO_CHECKPOINTS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         atomic_max_events: int = 0,
+        stream: StreamTarget | None = None,
+        on_rows: Callable[[], None] = lambda: None,
     ) -> None:
         self.base = base
+        self.stream_target = stream
+        self.on_rows = on_rows
+        self._stream: SlotStream | None = None
         self.atomic_max_events = atomic_max_events
         self.heartbeat_seconds = heartbeat_seconds
         self.checkpoints = checkpoints
@@ -123,6 +131,7 @@ class WalStore:
     def reset(self) -> None:
         """Forget what was read ahead: the next claim starts at the slot's confirmed position."""
         self._epoch += 1
+        self._close_stream()
         self._poison: list[tuple[OutboxRow, str]] = []  # read, not yet written to quarantine
         self._rows: dict[int, OutboxRow] = {}  # unsettled events by id, in commit order
         self._types: dict[int, str] = {}  # their event types (for the quarantine)
@@ -140,7 +149,13 @@ class WalStore:
         await self.base.open()
 
     async def close(self) -> None:
+        self._close_stream()
         await self.base.close()
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -246,6 +261,9 @@ class WalStore:
 
     async def _read(self, limit: int, epoch: int) -> None:
         """Decode the transactions after those already read (about ``limit`` events)."""
+        if self.stream_target is not None:
+            await self._read_stream(epoch)
+            return
         await self._write_poison()
         for _ in range(2):
             async with self._slot_lock:
@@ -282,6 +300,64 @@ class WalStore:
             await self._heartbeat()
         if self._txns and not self._txns[0].unsettled:
             await self._advance()
+
+    async def _read_stream(self, epoch: int) -> None:
+        """Take the transactions the walsender pushed since the last read
+        (``RELAY_WAL_READ=stream``)."""
+        await self._write_poison()
+        stream = self._stream
+        if stream is None or stream.closed:
+            self._stream = None
+            stream = await self._open_stream(epoch)
+            if stream is None:
+                return
+        try:
+            rows = stream.take()
+        except StoreError:
+            self._stream = None
+            raise
+        fresh = 0
+        for txn in transactions(rows):
+            # A new stream starts at the slot's confirmed position: what was read before (in
+            # the buffer, or settled) comes again first and is passed over.
+            if txn.end_lsn > self._read_lsn:
+                fresh += 1
+                self._read_lsn = txn.end_lsn
+                self._poison += self._add(txn)
+        await self._write_poison()
+        if not fresh and not self._rows:
+            await self._heartbeat()
+        if self._txns and not self._txns[0].unsettled:
+            await self._advance()
+
+    async def _open_stream(self, epoch: int) -> SlotStream | None:
+        """Start streaming the slot. A stream still open for a relay that lost the lease (a
+        paused process, a partition) is ended first, by the lease's holder only."""
+        target = self.stream_target
+        assert target is not None
+        for attempt in range(_TAKEOVER_ATTEMPTS):
+            try:
+                stream = await open_stream(
+                    target.dsn, self.slot, self.publication, on_rows=self.on_rows,
+                    timeout=target.timeout, application_name=target.application_name,
+                )  # fmt: skip
+                break
+            except SlotBusyError:
+                if attempt + 1 == _TAKEOVER_ATTEMPTS:
+                    raise
+                ended = await self.base._call("fetchval", "wal_take_slot", self.slot, self.owner)
+                if ended:
+                    log_event(logger, "relay.wal.stream_taken_over", slot=self.slot)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        if epoch != self._epoch:
+            stream.close()  # the reader lease changed hands meanwhile
+            return None
+        # After a PostgreSQL restart the slot may be behind what this relay settled.
+        stream.confirm(self._settled_lsn)
+        self._confirmed_lsn = self._settled_lsn
+        self._stream = stream
+        log_event(logger, "relay.wal.stream_started", slot=self.slot, confirmed=self._settled_lsn)
+        return stream
 
     async def _write_poison(self) -> None:
         """Quarantine the unreadable events read (kept until written: their transactions hold
@@ -359,6 +435,13 @@ class WalStore:
         target = self._settled_lsn
         if target <= self._confirmed_lsn:
             return 0
+        if self.stream_target is not None:
+            if self._stream is None or self._stream.closed:
+                return 0  # the next stream confirms it when it starts
+            self._stream.confirm(target)  # a status update: no statement, no round trip
+            self._confirmed_lsn = target
+            await self._snapshot()
+            return 1
         async with self._slot_lock:
             confirmed = await self.base._call(
                 "fetchval", "wal_advance", self.slot, target, self.owner

@@ -113,15 +113,19 @@ async def wal_level(pg: PgTarget) -> str:
         await conn.close()
 
 
-@pytest.fixture
+@pytest.fixture(params=["functions", "stream"])
 async def wal_database_url(
-    wal_level: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    wal_level: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[str]:
     """A fresh migrated database with WAL capture set up (slot and publication), producers
-    and relay processes switched to ``OUTBOX_CAPTURE=wal`` for the test. Skipped, with one
-    reason, on a server whose wal_level is not logical."""
+    and relay processes switched to ``OUTBOX_CAPTURE=wal`` for the test, once for each way of
+    reading the slot (``RELAY_WAL_READ``). Skipped, with one reason, on a server whose
+    wal_level is not logical."""
     from tests.walsupport import skip_unless_logical, wal_mode
 
     skip_unless_logical(wal_level)
-    async with wal_mode(database_url, monkeypatch):
+    async with wal_mode(database_url, monkeypatch, read=request.param):
         yield database_url

@@ -4,6 +4,7 @@ test process's producers (and of the relay processes it starts) to ``OUTBOX_CAPT
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -31,10 +32,14 @@ async def skip_unless_atomic(nats_url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def wal_mode(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
-    """Slot set up; producers here and relays started from here capture from the WAL."""
+async def wal_mode(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, *, read: str = "functions"
+) -> AsyncIterator[None]:
+    """Slot set up; producers here and relays started from here capture from the WAL, and
+    the relays read it as ``read`` says (``RELAY_WAL_READ``: functions or stream)."""
     await walslot.setup_database(database_url)
     monkeypatch.setenv("OUTBOX_CAPTURE", "wal")
+    monkeypatch.setenv("RELAY_WAL_READ", read)
     set_capture("wal")
     try:
         yield
@@ -42,19 +47,26 @@ async def wal_mode(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         set_capture(None)
 
 
-@pytest.fixture(name="database_url", params=["table", "wal"])
+@pytest.fixture(name="database_url", params=["table", "wal", "wal_stream"])
 async def both_modes(
     request: pytest.FixtureRequest,
     database_url: str,
     wal_level: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[str]:
-    """``database_url`` in both capture modes: rows of outbox_events, or a replication slot.
+    """``database_url`` in both capture modes: rows of outbox_events, or a replication slot
+    (read through the slot functions, and streamed: ``RELAY_WAL_READ``).
     A test module runs every test twice by importing it (``from tests.walsupport import
     both_modes``)."""
     if request.param == "table":
         yield database_url
         return
     skip_unless_logical(wal_level)
-    async with wal_mode(database_url, monkeypatch):
+    read = "stream" if request.param == "wal_stream" else "functions"
+    async with wal_mode(database_url, monkeypatch, read=read):
         yield database_url
+
+
+def wal_read() -> str:
+    """How the relays of this test read the slot (``RELAY_WAL_READ``, set by wal_mode)."""
+    return os.environ.get("RELAY_WAL_READ", "functions")

@@ -298,6 +298,20 @@ SELECT lsn, data FROM outbox_wal_peek($1, $2, $3)
 -- (outbox_wal_advance, migration 0007: pg_replication_slot_advance as its owner).
 SELECT outbox_wal_advance($1, $2, $3) AS confirmed
 
+-- wal_role --
+-- RELAY_WAL_READ=stream opens a replication connection: the role needs REPLICATION.
+SELECT rolname, rolreplication, rolsuper FROM pg_roles WHERE rolname = current_user
+
+-- wal_take_slot --
+-- RELAY_WAL_READ=stream: end the session that streams the slot (a relay that lost the reader
+-- lease, paused or cut off, whose walsender lives on until wal_sender_timeout), only for the
+-- lease's unexpired holder $2. A session may end another of its own role's.
+SELECT count(pg_terminate_backend(s.active_pid)) AS ended
+FROM outbox_wal_readers AS r
+JOIN pg_replication_slots AS s ON s.slot_name = r.slot
+WHERE r.slot = $1 AND r.owner = $2 AND r.expires_at > now()
+  AND s.active_pid IS NOT NULL AND s.active_pid <> pg_backend_pid()
+
 -- wal_snapshot --
 -- A running-transactions record (pg_log_standby_snapshot as outbox_wal_snapshot's owner,
 -- migration 0008; fenced like wal_advance): the slot's restart point, where every peek and

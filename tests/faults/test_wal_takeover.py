@@ -25,13 +25,19 @@ async def reader(database_url: str) -> str | None:
     return rows[0]["owner"] if rows else None
 
 
+@pytest.mark.parametrize("read", ["functions", "stream"])
 @pytest.mark.parametrize("lease", ["2", "10"])
 async def test_standby_takes_the_slot_over_when_the_reader_is_killed(
-    database_url: str, nats_url: str, wal_level: str, monkeypatch: pytest.MonkeyPatch, lease: str
+    database_url: str,
+    nats_url: str,
+    wal_level: str,
+    monkeypatch: pytest.MonkeyPatch,
+    lease: str,
+    read: str,
 ) -> None:
     skip_unless_logical(wal_level)
     await create_test_stream(nats_url)
-    async with wal_mode(database_url, monkeypatch), engine(database_url) as eng:
+    async with wal_mode(database_url, monkeypatch, read=read), engine(database_url) as eng:
         relays = [
             FaultRelay(database_url, nats_url, name, RELAY_LEASE_SECONDS=lease).start()
             for name in ("first", "second")
@@ -59,7 +65,7 @@ async def test_standby_takes_the_slot_over_when_the_reader_is_killed(
             assert await reader(database_url) == standby.name
             assert stored.time is not None
             takeover = (stored.time - killed).total_seconds()
-            print(f"\nWAL takeover with RELAY_LEASE_SECONDS={lease}: {takeover:.2f} s")
+            print(f"\nWAL takeover ({read}) with RELAY_LEASE_SECONDS={lease}: {takeover:.2f} s")
             # Within the lease and one renewal interval (+ a second for a busy machine).
             assert takeover <= float(lease) * 1.2 + 1.0, standby.tail()
         finally:

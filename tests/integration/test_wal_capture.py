@@ -209,8 +209,13 @@ async def test_slot_lag_on_metrics_and_readyz_and_a_lost_slot_makes_the_relay_no
         assert "vertector_relay_wal_slot_lag_bytes " in metrics
         assert "vertector_relay_wal_oldest_unconfirmed_age_seconds " in metrics
         assert "vertector_relay_wal_slot_invalidated 0.0" in metrics
-        # The slot disappears under the relay (dropped between two of its reads).
+        # The slot disappears under the relay (dropped between two of its reads; a stream,
+        # RELAY_WAL_READ=stream, is ended first: an active slot cannot be dropped).
         for _ in range(200):
+            await fetch(
+                url, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                " WHERE slot_name = $1 AND active_pid IS NOT NULL", slot,
+            )  # fmt: skip
             dropped = await fetch(
                 url, "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots"
                 " WHERE slot_name = $1 AND NOT active", slot,
