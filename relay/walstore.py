@@ -262,7 +262,7 @@ class WalStore:
     async def _read(self, limit: int, epoch: int) -> None:
         """Decode the transactions after those already read (about ``limit`` events)."""
         if self.stream_target is not None:
-            await self._read_stream(epoch)
+            await self._read_stream(limit, epoch)
             return
         await self._write_poison()
         for _ in range(2):
@@ -301,9 +301,9 @@ class WalStore:
         if self._txns and not self._txns[0].unsettled:
             await self._advance()
 
-    async def _read_stream(self, epoch: int) -> None:
-        """Take the transactions the walsender pushed since the last read
-        (``RELAY_WAL_READ=stream``)."""
+    async def _read_stream(self, limit: int, epoch: int) -> None:
+        """Take the next transactions the walsender pushed (about ``limit`` events;
+        ``RELAY_WAL_READ=stream``)."""
         await self._write_poison()
         stream = self._stream
         if stream is None or stream.closed:
@@ -312,7 +312,7 @@ class WalStore:
             if stream is None:
                 return
         try:
-            rows = stream.take()
+            rows = stream.take(_ROWS_PER_EVENT * limit)
         except StoreError:
             self._stream = None
             raise

@@ -21,6 +21,7 @@ or paused server), so the loop reconnects instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import struct
 import time
 from collections.abc import Callable
@@ -33,8 +34,9 @@ import asyncpg
 from relay.errors import StoreError, cause
 from relay.pgstore import DRIVER_ERRORS
 
-#: Rows received and not taken at which reading pauses (TCP pushes back on the walsender).
-MAX_PENDING_ROWS = 60_000
+#: Rows received and not taken at which reading pauses (TCP pushes back on the walsender):
+#: a few claims' worth. More would only grow the heap the garbage collector walks.
+MAX_PENDING_ROWS = 15_000
 PING_SECONDS = 5.0
 SILENCE_SECONDS = 20.0
 
@@ -76,7 +78,8 @@ class SlotStream(asyncio.Protocol):
         self.clock = clock
         self._buffer = bytearray()
         self._rows: list[tuple[int, bytes]] = []  # (WAL start, pgoutput message)
-        self._complete = 0  # rows in _rows up to the end of the last whole transaction
+        self._taken = 0  # rows taken so far: _rows[0] is row number _taken
+        self._ends: list[int] = []  # numbers of the rows after each whole transaction
         self._paused = False
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.error: StoreError | None = None
@@ -104,7 +107,7 @@ class SlotStream(asyncio.Protocol):
                     message = bytes(buffer[at + 30 : end])
                     rows.append((wal_start, message))
                     if message[:1] == b"C" or (message[:1] == b"M" and not message[1] & 1):
-                        self._complete = len(rows)  # a commit, or a message of its own
+                        self._ends.append(self._taken + len(rows))  # a commit, or a lone message
                 elif sub == b"k" and _KEEPALIVE.unpack_from(buffer, at + 6)[2]:
                     self._status(reply=False)
             elif kind == b"W":
@@ -117,7 +120,7 @@ class SlotStream(asyncio.Protocol):
             # N (notice), S (parameter status) and the rest carry nothing for us.
             at = end
         del buffer[:at]
-        if self._complete:
+        if self._ends:
             if len(rows) >= MAX_PENDING_ROWS and not self._paused:
                 self._paused = True
                 self.transport.pause_reading()
@@ -156,18 +159,23 @@ class SlotStream(asyncio.Protocol):
                 f"START_REPLICATION got no answer within {timeout:g} s (RELAY_DB_TIMEOUT_SECONDS)"
             ) from exc
 
-    def take(self) -> list[tuple[int, bytes]]:
-        """The rows of the whole transactions received since the last take, in WAL order;
-        raises the stream's error once it has none left to give."""
-        if not self._complete:
+    def take(self, max_rows: int) -> list[tuple[int, bytes]]:
+        """The rows of the next whole transactions received, in WAL order: as many as fit in
+        ``max_rows`` (one transaction however large). Raises the stream's error once it has
+        none left to give."""
+        if not self._ends:
+            if self.error is None:
+                self._ping()
             if self.error is not None:
                 raise self.error
-            self._ping()
             return []
-        taken = self._rows[: self._complete]
-        del self._rows[: self._complete]
-        self._complete = 0
-        if self._paused:
+        fit = bisect.bisect_right(self._ends, self._taken + max_rows) or 1
+        end = self._ends[fit - 1]
+        del self._ends[:fit]
+        count, self._taken = end - self._taken, end
+        taken = self._rows[:count]
+        del self._rows[:count]
+        if self._paused and len(self._rows) < MAX_PENDING_ROWS:
             self._paused = False
             self.transport.resume_reading()
         return taken
