@@ -2,9 +2,9 @@
 drain in both capture modes is `make bench`'s section (b)).
 
   read    BENCH_BACKLOG events (default 100,000, emitted 5,000 per transaction) read through
-          the SQL slot functions the relay uses (peek 3,000 rows, parse, advance) against the
-          streaming replication protocol (psycopg2's LogicalReplicationConnection, when
-          psycopg2 is importable).
+          the SQL slot functions (RELAY_WAL_READ=functions: peek 3,000 rows, parse, advance)
+          against the streaming replication protocol (RELAY_WAL_READ=stream: the relay's
+          relay/walstream.py, take 3,000 rows, parse, confirm).
 
 Prints one line per figure and writes them to bench/results/wal.json.
 """
@@ -12,8 +12,6 @@ Prints one line per figure and writes them to bench/results/wal.json.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import json
 import os
 import time
@@ -26,6 +24,7 @@ from bench.run import event
 from devtools.servers import EmbeddedPostgres, server_dir
 from outbox_client.walframe import WAL_PREFIX, encode
 from relay.pgoutput import transactions
+from relay.walstream import open_stream
 
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "100000"))
 PER_TX = 5000
@@ -54,42 +53,32 @@ async def read_sql(url: str, slot: str, n: int) -> float:
     return n / elapsed
 
 
-class _Done(Exception):
-    pass
-
-
-def read_streaming(dsn: str, slot: str, n: int) -> float | None:
-    try:  # not a dependency: install psycopg2-binary to measure the streaming protocol
-        psycopg2 = importlib.import_module("psycopg2")
-        extras = importlib.import_module("psycopg2.extras")
-    except ImportError:
-        return None
-    conn = psycopg2.connect(dsn, connection_factory=extras.LogicalReplicationConnection)
-    cur = conn.cursor()
-    cur.start_replication(
-        slot_name=slot, decode=False,
-        options={"proto_version": "1", "publication_names": "vertector_outbox", "messages": "true"},
+async def read_streaming(url: str, slot: str, n: int) -> float:
+    """The relay's own stream (RELAY_WAL_READ=stream): take, parse, confirm each batch."""
+    arrived = asyncio.Event()
+    stream = await open_stream(
+        url, slot, "vertector_outbox", on_rows=arrived.set, timeout=30,
+        application_name="bench-wal",
     )  # fmt: skip
     got = 0
     started = time.perf_counter()
-
-    def consume(msg: Any) -> None:
-        nonlocal got
-        if msg.payload[:1] == b"M":
-            got += 1
-        if msg.payload[:1] == b"C":
-            msg.cursor.send_feedback(flush_lsn=msg.data_start)
-        if got >= n:
-            raise _Done
-
-    with contextlib.suppress(_Done):
-        cur.consume_stream(consume)
+    while got < n:
+        arrived.clear()
+        rows = stream.take(3000)
+        if not rows:
+            await arrived.wait()
+            continue
+        end = 0
+        for txn in transactions(rows):
+            got += len(txn.messages)
+            end = txn.end_lsn
+        stream.confirm(end)
     elapsed = time.perf_counter() - started
-    conn.close()
+    stream.close()
     return n / elapsed
 
 
-async def reads(url: str, n: int) -> dict[str, float | None]:
+async def reads(url: str, n: int) -> dict[str, float]:
     conn = await asyncpg.connect(url)
     await conn.execute("CREATE PUBLICATION vertector_outbox")
     for slot in ("bench_sql", "bench_stream"):
@@ -103,7 +92,7 @@ async def reads(url: str, n: int) -> dict[str, float | None]:
         )  # fmt: skip
     await conn.close()
     sql = await read_sql(url, "bench_sql", n)
-    streaming = await asyncio.to_thread(read_streaming, url, "bench_stream", n)
+    streaming = await read_streaming(url, "bench_stream", n)
     return {"sql_functions": sql, "streaming_protocol": streaming}
 
 
@@ -118,9 +107,8 @@ async def main() -> int:
         await admin.close()
         read = await reads(pg.url("bench_read"), BACKLOG)
         for how, per_s in read.items():
-            results[f"read_events_per_s_{how}"] = None if per_s is None else round(per_s)
-            shown = "n/a (psycopg2 not importable)" if per_s is None else f"{per_s:9.0f} events/s"
-            print(f"read slot, {how:18} {shown}", flush=True)
+            results[f"read_events_per_s_{how}"] = round(per_s)
+            print(f"read slot, {how:18} {per_s:9.0f} events/s", flush=True)
     finally:
         pg.stop()
     out = Path(__file__).parent / "results" / "wal.json"
