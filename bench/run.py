@@ -3,7 +3,9 @@ baselines of the same run.
 
 On throw-away servers from the wheels (PostgreSQL with fsync on, nats-server with JetStream),
 each figure per capture mode (BENCH_MODES, default table,wal: ``OUTBOX_CAPTURE`` of the
-producers and of the relay; WAL measurements each on a fresh slot) unless said otherwise:
+producers and of the relay; WAL measurements each on a fresh slot; WAL capture's relay figures
+once per RELAY_WAL_READ of BENCH_WAL_READS, default functions,stream: "wal" and "wal_stream")
+unless said otherwise:
   (a) ceiling   raw `publish_async` of the same payloads and headers, no database;
   (b) drain     `vertector-relay run` (a subprocess) draining a backlog enqueued 5,000 events
                 per transaction, at each of BENCH_BACKLOGS (default 100000,1000000; the first
@@ -74,6 +76,20 @@ ALL_SECTIONS = ("ceiling", "drain", "latency", "producer", "consumer")
 SECTIONS = os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",")
 ALL_MODES: tuple[Mode, ...] = ("table", "wal")
 MODES: list[Mode] = [m for m in ALL_MODES if m in os.environ.get("BENCH_MODES", "table,wal")]
+#: WAL capture's relay figures once per way of reading the slot (RELAY_WAL_READ): "wal" holds
+#: the default's (functions), "wal_stream" the streaming protocol's (same producers, so the
+#: producer figures are "wal"'s).
+WAL_READS = os.environ.get("BENCH_WAL_READS", "functions,stream").split(",")
+#: (key in "modes", capture mode, RELAY_WAL_READ) of each relay measured.
+RELAY_RUNS: list[tuple[str, Mode, str]] = [
+    (key, mode, read)
+    for mode in MODES
+    for key, read in (
+        [("table", "functions")]
+        if mode == "table"
+        else [(k, r) for k, r in (("wal", "functions"), ("wal_stream", "stream")) if r in WAL_READS]
+    )
+]
 #: Keys of a latest.json from before both modes were measured: now under modes.* and targets.
 LEGACY_KEYS = ("drain_events_per_s", "drain_wall_events_per_s", "latency_ms", "ratios",
                "producer_tps_with_outbox", "producer_tps_with_events_one_statement",
@@ -173,10 +189,13 @@ async def capture(mode: Mode, database_url: str) -> AsyncIterator[None]:
             await walslot.teardown_database(database_url)
 
 
-def relay(database_url: str, nats_url: str, name: str, mode: Mode) -> RelayProcess:
+def relay(
+    database_url: str, nats_url: str, name: str, mode: Mode, read: str = "functions"
+) -> RelayProcess:
     return RelayProcess(
-        database_url, nats_url, name, RELAY_METRICS_PORT="0", OUTBOX_CAPTURE=mode
-    ).start()
+        database_url, nats_url, name, RELAY_METRICS_PORT="0", OUTBOX_CAPTURE=mode,
+        RELAY_WAL_READ=read,
+    ).start()  # fmt: skip
 
 
 async def stored(js: Any) -> int:
@@ -208,7 +227,13 @@ async def stream_span(js: Any, n: int) -> tuple[int, float]:
 
 
 async def drain(
-    database_url: str, nats_url: str, engine: AsyncEngine, n: int, mode: Mode, relays: int = 1
+    database_url: str,
+    nats_url: str,
+    engine: AsyncEngine,
+    n: int,
+    mode: Mode,
+    relays: int = 1,
+    read: str = "functions",
 ) -> dict[str, float]:
     """(b) `relays` relay processes draining a backlog of n events together; their CPU from
     the first message stored to the last."""
@@ -218,7 +243,9 @@ async def drain(
     async with capture(mode, database_url):
         fill = await fill_backlog(engine, n)
         started = time.perf_counter()
-        procs = [relay(database_url, nats_url, f"bench-{mode}-{i}", mode) for i in range(relays)]
+        procs = [
+            relay(database_url, nats_url, f"bench-{mode}-{i}", mode, read) for i in range(relays)
+        ]
         try:
             while (first := await stored(js)) == 0:
                 await asyncio.sleep(0.05)
@@ -243,7 +270,7 @@ async def drain(
 
 
 async def steady(
-    database_url: str, nats_url: str, engine: AsyncEngine, rate: int, mode: Mode
+    database_url: str, nats_url: str, engine: AsyncEngine, rate: int, mode: Mode, read: str
 ) -> dict[str, float]:
     """(c) steady load: commits paced at `rate` events/s, one every 10 ms; commit -> stored."""
     nc = await nats.connect(nats_url)
@@ -252,7 +279,7 @@ async def steady(
     committed: dict[str, float] = {}
     total = int(rate * STEADY_SECONDS)
     async with capture(mode, database_url):
-        proc = relay(database_url, nats_url, f"bench-{mode}", mode)
+        proc = relay(database_url, nats_url, f"bench-{mode}", mode, read)
         try:
             await proc.wait_for_log("relay.loop.started")
             await asyncio.sleep(1.0)  # let it settle
@@ -389,28 +416,37 @@ def _target(value: float | None, limit: float, at_least: bool) -> dict[str, Any]
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
-    """Issue 13's targets for WAL capture, from this run's figures (None where not measured)."""
-    wal = results.get("modes", {}).get("wal", {})
-    by_backlog = wal.get("drain_events_per_s_by_backlog", {})
-    small, large = (by_backlog.get(str(n)) for n in (BACKLOGS[0], BACKLOGS[-1]))
+    """Issue 13's targets for WAL capture, from this run's figures (None where not measured):
+    ``wal_*`` for the default read (functions), ``wal_stream_*`` for the streaming protocol
+    (whose producers are the same: the enqueue target is ``wal_``'s only)."""
+    modes = results.get("modes", {})
     extra = results.get("extra_statement_cost")
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a is not None and b else None
 
-    return {
-        "wal_drain_over_ceiling": _target(
-            ratio(wal.get("drain_events_per_s"), results.get("ceiling_events_per_s")), 0.8, True
-        ),
-        "wal_relay_cpu_ms_per_event": _target(wal.get("relay_cpu_ms_per_event"), 0.05, False),
-        f"wal_drain_{BACKLOGS[-1]}_over_{BACKLOGS[0]}": _target(ratio(large, small), 0.9, True),
-        "wal_enqueue_cost_over_extra_statement_cost": _target(
-            ratio(wal.get("enqueue_cost"), extra), 1.25, False
-        ),
-        "wal_p99_ms_at_5000": _target(
-            wal.get("latency_ms", {}).get("5000", {}).get("p99"), 15.0, False
-        ),
-    }
+    found: dict[str, Any] = {}
+    for key in ("wal", "wal_stream"):
+        wal = modes.get(key, {})
+        by_backlog = wal.get("drain_events_per_s_by_backlog", {})
+        small, large = (by_backlog.get(str(n)) for n in (BACKLOGS[0], BACKLOGS[-1]))
+        drain = ratio(wal.get("drain_events_per_s"), results.get("ceiling_events_per_s"))
+        found |= {
+            f"{key}_drain_over_ceiling": _target(drain, 0.8, True),
+            f"{key}_relay_cpu_ms_per_event": _target(
+                wal.get("relay_cpu_ms_per_event"), 0.05, False
+            ),
+            f"{key}_drain_{BACKLOGS[-1]}_over_{BACKLOGS[0]}": _target(
+                ratio(large, small), 0.9, True
+            ),
+            f"{key}_p99_ms_at_5000": _target(
+                wal.get("latency_ms", {}).get("5000", {}).get("p99"), 15.0, False
+            ),
+        }
+    found["wal_enqueue_cost_over_extra_statement_cost"] = _target(
+        ratio(modes.get("wal", {}).get("enqueue_cost"), extra), 1.25, False
+    )
+    return found
 
 
 def report(results: dict[str, Any]) -> None:
@@ -419,19 +455,19 @@ def report(results: dict[str, Any]) -> None:
 
     def row(name: str, figure: Any) -> None:
         cells = []
-        for mode in ("table", "wal"):
+        for mode in ("table", "wal", "wal_stream"):
             try:
                 cells.append(str(figure(modes[mode])))
             except (KeyError, TypeError):
                 cells.append("n/a")
-        print(f"{name:38} {cells[0]:>18} {cells[1]:>18}")
+        print(f"{name:38} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18}")
 
     print(f"\nceiling (raw publish_async)            {results.get('ceiling_events_per_s')} ev/s")
     print(f"producer tx/s: insert only / + SELECT 1  {results.get('producer_tps_without_outbox')}"
           f" / {results.get('producer_tps_with_extra_statement')}"
           f" (extra_statement_cost {results.get('extra_statement_cost')})")  # fmt: skip
     print(f"drain by relays (table, 1/2/3)         {results.get('drain_events_per_s_by_relays')}")
-    print(f"\n{'':38} {'table':>18} {'wal':>18}")
+    print(f"\n{'':38} {'table':>18} {'wal':>18} {'wal (stream)':>18}")
     row("drain ev/s", lambda m: m["drain_events_per_s"])
     for n in BACKLOGS:
         row(f"drain ev/s, backlog {n}", lambda m, n=n: m["drain_events_per_s_by_backlog"][str(n)])
@@ -459,8 +495,8 @@ async def main() -> int:
     if set(SECTIONS) != set(ALL_SECTIONS) or set(MODES) != set(ALL_MODES):
         results = json.loads((RESULTS / "latest.json").read_text())
     modes = results.setdefault("modes", {})
-    for mode in MODES:
-        modes.setdefault(mode, {})
+    for key, _, _ in RELAY_RUNS:
+        modes.setdefault(key, {})
     try:
         url = pg.url()
         urls: dict[Mode, str] = {"table": url, "wal": pg.url(WAL_DB)}
@@ -486,9 +522,9 @@ async def main() -> int:
         if "consumer" in SECTIONS:
             results["consumer"] = await consumer_section(pg.url(), url, ns.url, engine, event, KEYS)
         for n in BACKLOGS if "drain" in SECTIONS else ():
-            for mode in MODES:
-                d = await drain(urls[mode], ns.url, engines[mode], n, mode)
-                figures = modes[mode]
+            for key, mode, read in RELAY_RUNS:
+                d = await drain(urls[mode], ns.url, engines[mode], n, mode, read=read)
+                figures = modes[key]
                 for key, value in (
                     ("drain_events_per_s_by_backlog", d["events_per_s"]),
                     ("relay_cpu_ms_per_event_by_backlog", d["cpu_ms_per_event"]),
@@ -501,7 +537,7 @@ async def main() -> int:
                     figures["drain_events_per_s"] = round(d["events_per_s"])
                     figures["drain_wall_events_per_s"] = round(d["wall_events_per_s"])
                     figures["relay_cpu_ms_per_event"] = round(d["cpu_ms_per_event"], 4)
-                print(f"  (b) drain {mode}, backlog {n}: {round(d['events_per_s'])} events/s, "
+                print(f"  (b) drain {key}, backlog {n}: {round(d['events_per_s'])} events/s, "
                       f"{d['cpu_ms_per_event']:.4f} ms CPU/event, filled at "
                       f"{round(d['fill_events_per_s'])} events/s", flush=True)  # fmt: skip
         # The first backlog for 1, 2 and 3 relays (table mode: WAL capture has one reader).
@@ -515,10 +551,10 @@ async def main() -> int:
                     f"  (b) drain, {relays} relays: {by_relays[str(relays)]} events/s", flush=True
                 )
         for rate in (1000, 5000) if "latency" in SECTIONS else ():
-            for mode in MODES:
-                lat = await steady(urls[mode], ns.url, engines[mode], rate, mode)
-                modes[mode].setdefault("latency_ms", {})[str(rate)] = lat
-                print(f"  (c) {mode} {rate}/s: {lat}", flush=True)
+            for key, mode, read in RELAY_RUNS:
+                lat = await steady(urls[mode], ns.url, engines[mode], rate, mode, read)
+                modes[key].setdefault("latency_ms", {})[str(rate)] = lat
+                print(f"  (c) {key} {rate}/s: {lat}", flush=True)
         if "producer" in SECTIONS:
             tps = await producer_tps(engines)
             none = results["producer_tps_without_outbox"] = round(tps["none"])
