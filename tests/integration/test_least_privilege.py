@@ -19,8 +19,11 @@ from devtools.servers import EmbeddedNats, server_dir
 from outbox_client import CourseUpdatedEvent, Inbox
 from outbox_client.nats_config import NATSConfig
 from outbox_client.walframe import WAL_PREFIX, encode
+from relay import walslot
 from relay.app import RelayApp
+from relay.pgstore import PgStore
 from relay.settings import RELAY_NATS_DEFAULTS, RelaySettings
+from relay.walstore import WalStore
 from tests.harness import asyncpg_url
 from tests.relayrun import (
     apply_default_streams,
@@ -250,6 +253,51 @@ async def test_relay_role_in_wal_mode_relays_without_replication_and_is_denied_t
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
                 " WHERE slot_name = 'lp_other'"
             )
+            await owner.close()
+
+
+async def test_relay_role_streams_the_slot_only_with_replication(
+    database_url: str, nats_url: str, wal_level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RELAY_WAL_READ=stream under the least-privilege login: refused at start in one line
+    naming the REPLICATION attribute and the alternative; with the attribute on the login (it
+    is not inherited), the relay streams, confirms and leaves nothing behind."""
+    skip_unless_logical(wal_level)
+    await setup_roles(database_url)
+    await apply_default_streams(nats_url)
+    relay_url = as_user(database_url, "relay_svc")
+    settings = RelaySettings(database_url=database_url)
+    owner = await asyncpg.connect(asyncpg_url(database_url))
+    async with wal_mode(database_url, monkeypatch, read="stream"):
+        store = PgStore(asyncpg_url(relay_url))
+        await store.open()
+        try:
+            with pytest.raises(walslot.WalCaptureError) as refused:
+                await walslot.ensure_usable(
+                    store, settings.slot_name, settings.wal_publication, accept_lost=False,
+                    stream=True,
+                )  # fmt: skip
+            assert str(refused.value) == (
+                "RELAY_WAL_READ=stream needs a role with the REPLICATION attribute and relay_svc "
+                "has none: ALTER ROLE relay_svc REPLICATION (as a superuser), or use "
+                "RELAY_WAL_READ=functions (the default, no REPLICATION)"
+            )
+            await owner.execute("ALTER ROLE relay_svc REPLICATION")
+            events = [CourseUpdatedEvent(course_code=f"WS{i}", credits=1) for i in range(10)]
+            async with engine(as_user(database_url, "schedule_svc")) as eng:
+                await produce(eng, events)
+            async with running_relay(relay_url, nats_url, capture="wal") as app:
+                assert isinstance(app.store, WalStore) and app.store.stream_target is not None
+                assert await wait_for_messages(nats_url, 10) == 10
+            assert event_ids(await stream_messages(nats_url)) == [e.event_id for e in events]
+            left = await owner.fetch(
+                "SELECT * FROM outbox_wal_peek($1, NULL, $2)", settings.slot_name,
+                settings.wal_publication,
+            )  # fmt: skip
+            assert not any(WAL_PREFIX.encode() in r["data"] for r in left)
+        finally:
+            await store.close()
+            await owner.execute("ALTER ROLE relay_svc NOREPLICATION")
             await owner.close()
 
 
