@@ -522,9 +522,9 @@ async def main() -> int:
         if "consumer" in SECTIONS:
             results["consumer"] = await consumer_section(pg.url(), url, ns.url, engine, event, KEYS)
         for n in BACKLOGS if "drain" in SECTIONS else ():
-            for key, mode, read in RELAY_RUNS:
+            for run, mode, read in RELAY_RUNS:
                 d = await drain(urls[mode], ns.url, engines[mode], n, mode, read=read)
-                figures = modes[key]
+                figures = modes[run]
                 for key, value in (
                     ("drain_events_per_s_by_backlog", d["events_per_s"]),
                     ("relay_cpu_ms_per_event_by_backlog", d["cpu_ms_per_event"]),
@@ -537,7 +537,7 @@ async def main() -> int:
                     figures["drain_events_per_s"] = round(d["events_per_s"])
                     figures["drain_wall_events_per_s"] = round(d["wall_events_per_s"])
                     figures["relay_cpu_ms_per_event"] = round(d["cpu_ms_per_event"], 4)
-                print(f"  (b) drain {key}, backlog {n}: {round(d['events_per_s'])} events/s, "
+                print(f"  (b) drain {run}, backlog {n}: {round(d['events_per_s'])} events/s, "
                       f"{d['cpu_ms_per_event']:.4f} ms CPU/event, filled at "
                       f"{round(d['fill_events_per_s'])} events/s", flush=True)  # fmt: skip
         # The first backlog for 1, 2 and 3 relays (table mode: WAL capture has one reader).
