@@ -19,8 +19,8 @@ except ImportError:  # pragma: no cover - exercised when OpenTelemetry is absent
 
 def current_trace_context() -> dict[str, str]:
     """``{"traceparent": ..., "tracestate": ...}`` of the active span, or ``{}``."""
-    if _propagate is None:
-        return {}
+    if _propagate is None or not _trace.get_current_span().get_span_context().is_valid:
+        return {}  # no span: the W3C propagator would write neither header (and costs more)
     carrier: dict[str, str] = {}
     _propagate.inject(carrier)
     return {key: carrier[key] for key in ("traceparent", "tracestate") if key in carrier}
