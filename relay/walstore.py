@@ -167,6 +167,9 @@ class WalStore:
         limit: int,
     ) -> list[OutboxRow]:
         if not partitions:
+            # Not the reader (the lease expired on this relay's clock): a stream still open
+            # would keep the slot from the relay that holds the lease now.
+            self._close_stream()
             return []
         skip, held, owned = set(exclude), set(held_keys), set(partitions)
         found = self._claimable(skip, held, owned, limit)

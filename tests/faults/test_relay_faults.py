@@ -6,6 +6,7 @@ load, the LISTEN connection cut. Each ends with the checker at 0 lost, 0 stream 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 
@@ -26,7 +27,7 @@ from outbox_client.capture import capture_mode
 from relay.checkpoints import POINTS
 from tests.harness import PgTarget, asyncpg_url
 from tests.relayrun import engine
-from tests.walsupport import both_modes  # noqa: F401 - every test in both capture modes
+from tests.walsupport import both_modes, wal_read  # noqa: F401 - every test in both capture modes
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -140,6 +141,9 @@ async def test_paused_relay_wakes_without_publishing_out_of_order(
     async with engine(database_url) as eng:
         report = await under_load(Workload(eng), nats_url, [zombie, healthy], faults)
     assert_clean(report, [zombie, healthy])
+    if wal_read() == "stream" and os.environ.get("OUTBOX_CAPTURE") == "wal":
+        # The zombie's walsender outlived its lease: the new holder ended it to stream.
+        assert "relay.wal.stream_taken_over" in healthy.log.read_text(), healthy.tail()
 
 
 async def test_nats_killed_and_restarted_under_load(database_url: str) -> None:

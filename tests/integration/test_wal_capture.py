@@ -314,3 +314,42 @@ async def test_the_slots_restart_point_follows_what_the_relay_confirms(
     assert fields["error"] == "undefined_function"
     assert "0008" in fields["fix"] and "pg_log_standby_snapshot" in fields["fix"]
     assert await read_slot(url) == []  # both rounds were confirmed all the same
+
+
+async def test_a_relay_that_loses_the_reader_lease_lets_go_of_the_slot(
+    wal_database_url: str, nats_url: str
+) -> None:
+    """The lease taken by another reader (as after a pause): the relay stops reading when its
+    lease runs out on its own clock, and with RELAY_WAL_READ=stream closes its stream, so the
+    slot is free for the new holder without anyone ending a session."""
+    url = wal_database_url
+    await apply_default_streams(nats_url)
+    slot = RelaySettings(database_url=url).slot_name
+
+    async def active() -> bool:
+        rows = await fetch(
+            url, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot
+        )
+        return bool(rows[0][0])
+
+    async with (
+        engine(url) as eng,
+        running_relay(url, nats_url, capture="wal", lease_seconds=2) as app,
+    ):
+        async with eng.begin() as conn:
+            await enqueue_many(conn, [update_event(f"L{i}") for i in range(5)])
+        assert await wait_for_messages(nats_url, 5) == 5
+        await fetch(
+            url, "UPDATE outbox_wal_readers SET owner = 'another', expires_at = now()"
+            " + interval '1 minute' WHERE slot = $1", slot,
+        )  # fmt: skip
+        for _ in range(200):  # its next renewal (every 0.4 s) finds the lease taken
+            if not app.leases.held and not await active():
+                break
+            await asyncio.sleep(0.05)
+        assert not app.leases.held
+        assert not await active()
+        async with eng.begin() as conn:
+            await enqueue(conn, update_event("L-after"))
+        await asyncio.sleep(1.0)
+        assert await wait_for_messages(nats_url, 6, timeout=0.5) == 5  # not its slot any more
