@@ -49,6 +49,10 @@ GRANT SELECT, UPDATE (owner, epoch, expires_at) ON outbox_relay_leases TO vertec
 -- table mode gains nothing: it still cannot INSERT an event. `wal setup|teardown` and
 -- `dead-letters requeue` run as the owner, which needs REPLICATION (or superuser) to create
 -- the slot and for the functions to read it.
+-- RELAY_WAL_READ=stream (the streaming replication protocol, faster: README, WAL capture) is
+-- the exception: it needs REPLICATION on the relay's login itself (the attribute is not
+-- inherited from vertector_relay): `ALTER ROLE relay_svc REPLICATION`, as a superuser. The
+-- relay refuses to start in that mode without it, naming this statement.
 GRANT EXECUTE ON FUNCTION outbox_wal_peek(text, integer, text) TO vertector_relay;
 GRANT EXECUTE ON FUNCTION outbox_wal_advance(text, bigint, text) TO vertector_relay;
 GRANT EXECUTE ON FUNCTION outbox_wal_quarantine(uuid[], text[], text[], text[], bytea[], text[],
