@@ -14,6 +14,14 @@ acknowledged by JetStream or written to the quarantine. A crash re-reads from th
 re-published events carry the same ``Nats-Msg-Id`` (their event id) and JetStream drops
 them. Transactions are decoded in commit order, so per-key order is commit order.
 
+With ``stream`` (``RELAY_WAL_READ=stream``, :mod:`relay.walstream`) the walsender pushes the
+transactions instead: a read takes the next whole ones it received (no statement), a position
+is confirmed with a standby status update instead of ``wal_advance``, and each arrival wakes
+the loop (``on_rows``). The stream is opened lazily by the reader, reopened after a failure
+from the slot's confirmed position (what was read or settled before is passed over; the
+settled position is confirmed again at once), closed when this relay is not the reader, and
+one left open by a relay that lost the lease is ended by the holder (``wal_take_slot``).
+
 Reads: a peek returns everything from the confirmed position, so the rows already in the
 buffer come again first; they are skipped undecoded when the row before the new ones ends the
 newest transaction read (else the slot is not where this relay left it, and all is decoded).
