@@ -49,6 +49,13 @@ def _message(data: bytes) -> tuple[bool, str, bytes]:
     return bool(flags & 1), prefix, content
 
 
+def closes_transaction(data: bytes) -> bool:
+    """Whether pgoutput message ``data`` ends a transaction: a commit, or a non-transactional
+    message (a transaction of its own)."""
+    kind = data[:1]
+    return kind == b"C" or (kind == b"M" and len(data) > 1 and not data[1] & 1)
+
+
 def ends_transaction(lsn: int, data: bytes) -> int | None:
     """The end LSN of the transaction that slot row ``(lsn, data)`` ends (a commit, or a
     non-transactional message: a transaction of its own); None for any other row."""

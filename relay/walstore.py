@@ -307,6 +307,11 @@ class WalStore:
             # settled events end, then read again. Those events are not published twice.
             self._confirmed_lsn = 0
             await self._advance()
+        await self._after_read(fresh)
+
+    async def _after_read(self, fresh: int) -> None:
+        """An idle slot gets its heartbeat; a settled head (nothing of it to publish) moves
+        the slot."""
         if not fresh and not self._rows:
             await self._heartbeat()
         if self._txns and not self._txns[0].unsettled:
@@ -336,10 +341,7 @@ class WalStore:
                 self._read_lsn = txn.end_lsn
                 self._poison += self._add(txn)
         await self._write_poison()
-        if not fresh and not self._rows:
-            await self._heartbeat()
-        if self._txns and not self._txns[0].unsettled:
-            await self._advance()
+        await self._after_read(fresh)
 
     async def _open_stream(self, epoch: int) -> SlotStream | None:
         """Start streaming the slot. A stream still open for a relay that lost the lease (a

@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 
 from relay.errors import StoreError, cause
+from relay.pgoutput import closes_transaction
 from relay.pgstore import DRIVER_ERRORS
 
 #: Rows received and not taken at which reading pauses (TCP pushes back on the walsender):
@@ -43,6 +44,7 @@ SILENCE_SECONDS = 20.0
 _HEAD = struct.Struct(">cI")  # message type, length (itself included)
 _XLOG = struct.Struct(">qqq")  # XLogData: WAL start, WAL end, send time
 _KEEPALIVE = struct.Struct(">qq?")  # WAL end, send time, reply requested
+_XLOG_DATA, _KEEPALIVE_MSG = ord("w"), ord("k")  # CopyData sub-messages from the server
 _STATUS = struct.Struct(">cIcqqqq?")  # 'd', length, 'r', write, flush, apply, time, reply
 _TERMINATE = b"X\0\0\0\x04"
 _PG_EPOCH_US = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
@@ -101,14 +103,14 @@ class SlotStream(asyncio.Protocol):
             if end > size:
                 break
             if kind == b"d":
-                sub = buffer[at + 5 : at + 6]
-                if sub == b"w":
+                sub = buffer[at + 5]
+                if sub == _XLOG_DATA:
                     wal_start = _XLOG.unpack_from(buffer, at + 6)[0]
                     message = bytes(buffer[at + 30 : end])
                     rows.append((wal_start, message))
-                    if message[:1] == b"C" or (message[:1] == b"M" and not message[1] & 1):
-                        self._ends.append(self._taken + len(rows))  # a commit, or a lone message
-                elif sub == b"k" and _KEEPALIVE.unpack_from(buffer, at + 6)[2]:
+                    if closes_transaction(message):
+                        self._ends.append(self._taken + len(rows))
+                elif sub == _KEEPALIVE_MSG and _KEEPALIVE.unpack_from(buffer, at + 6)[2]:
                     self._status(reply=False)
             elif kind == b"W":
                 if not self._started.done():
@@ -175,7 +177,9 @@ class SlotStream(asyncio.Protocol):
         count, self._taken = end - self._taken, end
         taken = self._rows[:count]
         del self._rows[:count]
-        if self._paused and len(self._rows) < MAX_PENDING_ROWS:
+        # Read on once few rows wait, or when none of them is a whole transaction: the one
+        # still arriving must reach its commit, however many rows it has already.
+        if self._paused and (len(self._rows) < MAX_PENDING_ROWS or not self._ends):
             self._paused = False
             self.transport.resume_reading()
         return taken

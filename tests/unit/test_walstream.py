@@ -224,3 +224,19 @@ async def test_a_take_gives_whole_transactions_up_to_its_bound() -> None:
     assert [t.end_lsn for t in transactions(stream.take(2))] == [3000]  # one, however large
     assert [t.end_lsn for t in transactions(stream.take(1000))] == [4000]
     assert stream.take(1000) == []
+
+
+async def test_a_transaction_larger_than_the_pause_bound_is_still_read_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading pauses while whole transactions wait; once they are taken, a transaction still
+    arriving (however many rows it has already) must be read on to its commit."""
+    monkeypatch.setattr(walstream, "MAX_PENDING_ROWS", 6)
+    stream, transport, _ = await started()
+    big = transaction(9000, *(b"e" for _ in range(10)))  # 12 rows
+    stream.data_received(transaction(1000, b"a") + big[:-20])  # 3 whole rows, 11 of the big one
+    assert transport.paused
+    assert [t.end_lsn for t in transactions(stream.take(1000))] == [1000]
+    assert not transport.paused  # else its commit would never come
+    stream.data_received(big[-20:])
+    assert [t.end_lsn for t in transactions(stream.take(1000))] == [9000]
