@@ -12,10 +12,13 @@ unless said otherwise:
                 is the headline): events/s on the stream's clock, the relay's CPU per event
                 (/proc, first message stored to last); table mode also 2 and 3 relays on the
                 first backlog (WAL capture has one reader);
-  (c) latency   steady load at 1,000 and 5,000 events/s: commit -> stored in the stream, p50/p99;
+  (c) latency   steady load at 1,000 and 5,000 events/s: commit -> stored in the stream, p50/p99
+                after a first second of the same load (its p99 apart: warmup_p99);
   (d) producer  transactions/s of a domain insert: alone, plus ``SELECT 1`` (the floor of any
                 extra statement), plus ``enqueue`` (and ``with_events``, ``enqueue`` on an
-                AsyncSession) in each mode: enqueue_cost beside extra_statement_cost;
+                AsyncSession, and the statement ``enqueue`` sends built ahead: statement_cost)
+                in each mode, in BENCH_PRODUCER_ROUNDS (32) turns: enqueue_cost beside
+                extra_statement_cost;
   (e) many      (table mode) events/s of 500 `enqueue` calls per transaction on an AsyncSession
                 (staged, one INSERT at commit) against `enqueue_many` of the same 500 events;
   (f) consumer  the notes service as a process: its drain of a backlog beside the relay's, and
@@ -60,6 +63,8 @@ from outbox_client import (
 )
 from outbox_client.capture import set_capture
 from outbox_client.dburl import asyncpg_sqlalchemy_url
+from outbox_client.enqueue import _row
+from outbox_client.staging import _asyncpg_statement
 from relay import schema, walslot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +73,10 @@ Mode = Literal["table", "wal"]
 BACKLOGS = [int(n) for n in os.environ.get("BENCH_BACKLOGS", "100000,1000000").split(",")]
 FILL_PER_TX = 5000  # a backlog is enqueued this many events to a transaction
 STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "10"))
+#: Load before the measured STEADY_SECONDS of each rate, reported apart (steady's warmup_p99).
+WARMUP_SECONDS = 1.0
 PRODUCER_SECONDS = float(os.environ.get("BENCH_PRODUCER_SECONDS", "8"))
-PRODUCER_ROUNDS = 4
+PRODUCER_ROUNDS = int(os.environ.get("BENCH_PRODUCER_ROUNDS", "32"))
 KEYS = 5000  # distinct aggregates in the generated load
 RESULTS = ROOT / "bench" / "results"
 ALL_SECTIONS = ("ceiling", "drain", "latency", "producer", "consumer")
@@ -272,12 +279,17 @@ async def drain(
 async def steady(
     database_url: str, nats_url: str, engine: AsyncEngine, rate: int, mode: Mode, read: str
 ) -> dict[str, float]:
-    """(c) steady load: commits paced at `rate` events/s, one every 10 ms; commit -> stored."""
+    """(c) steady load: commits paced at `rate` events/s, one every 10 ms; commit -> stored.
+
+    The first WARMUP_SECONDS of load are not counted in p50/p99: the relay has just started,
+    the producer's pool opens its connections, the new stream writes its first block. Their
+    own p99 is reported beside (``warmup_p99``), so the start is measured, apart."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await reset_stream(js)
     committed: dict[str, float] = {}
-    total = int(rate * STEADY_SECONDS)
+    warmup = int(rate * WARMUP_SECONDS)
+    total = warmup + int(rate * STEADY_SECONDS)
     async with capture(mode, database_url):
         proc = relay(database_url, nats_url, f"bench-{mode}", mode, read)
         try:
@@ -289,21 +301,25 @@ async def steady(
             await until_relayed(js, database_url, mode, total)
         finally:
             proc.stop()
-    latencies = []
+    warming = set(list(committed)[:warmup])  # committed in commit order
+    latencies: list[float] = []
+    warmup_latencies: list[float] = []
     sub = await js.subscribe(
         "academic.>", stream="ACADEMIC_EVENTS", ordered_consumer=True, pending_msgs_limit=total + 10
     )
     for _ in range(total):
         msg = await sub.next_msg(timeout=10)
         assert msg.headers is not None
-        latencies.append(
-            (msg.metadata.timestamp.timestamp() - committed[msg.headers["Nats-Msg-Id"]]) * 1000
-        )
+        msg_id = msg.headers["Nats-Msg-Id"]
+        latency = (msg.metadata.timestamp.timestamp() - committed[msg_id]) * 1000
+        (warmup_latencies if msg_id in warming else latencies).append(latency)
     await nc.close()
     return {
         "p50": pct(latencies, 0.5),
         "p99": pct(latencies, 0.99),
         "achieved_events_per_s": round(achieved),
+        "warmup_p99": pct(warmup_latencies, 0.99),
+        "warmup_seconds": WARMUP_SECONDS,
     }
 
 
@@ -312,12 +328,13 @@ VARIANTS: dict[str, tuple[Mode, str]] = {
     "none": ("table", "none"),
     "extra_statement": ("table", "select_1"),
     **{f"{mode}:{how}": (mode, how) for mode in MODES for how in ("enqueue", "with_events",
-                                                                   "session")},
+                                                                   "session", "statement")},
 }  # fmt: skip
 
 
-async def transaction(engine: AsyncEngine, how: str, write: Any, e: CourseUpdatedEvent) -> None:
-    """One business transaction of the producer variant ``how`` (see producer_tps)."""
+async def transaction(engine: AsyncEngine, how: str, write: Any, e: Any) -> None:
+    """One business transaction of the producer variant ``how`` (see producer_tps); ``e`` is
+    the event, or for "statement" the statement and arguments ``enqueue`` would send."""
     if how == "session":
         async with AsyncSession(engine) as session, session.begin():
             await session.execute(write)
@@ -330,10 +347,17 @@ async def transaction(engine: AsyncEngine, how: str, write: Any, e: CourseUpdate
         await conn.execute(write)
         if how == "enqueue":
             await enqueue(conn, e)
-        elif how == "select_1":
+        elif how in ("select_1", "statement"):
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
-            await driver.execute("SELECT 1")  # asyncpg, as enqueue sends its statement
+            # asyncpg, as enqueue sends its statement
+            await driver.execute(*(("SELECT 1",) if how == "select_1" else e))
+
+
+def prebuilt_statement(e: CourseUpdatedEvent) -> tuple[Any, ...]:
+    """The statement and arguments ``enqueue`` sends for ``e`` on asyncpg, in the capture mode
+    set now (its checks and encoding done here, ahead of the measurement)."""
+    return _asyncpg_statement([_row(e, None)])
 
 
 async def producer_tps(engines: dict[Mode, AsyncEngine]) -> dict[str, float]:
@@ -341,30 +365,36 @@ async def producer_tps(engines: dict[Mode, AsyncEngine]) -> dict[str, float]:
     "none" (the domain insert only), "extra_statement" (plus ``SELECT 1``, sent the way
     ``enqueue`` sends its statement: the floor any outbox write pays), then per capture mode
     "enqueue" (plus ``enqueue``), "with_events" (both in one statement), "session" (insert
-    and ``enqueue`` on an AsyncSession: staged, written at commit). The variants take turns,
+    and ``enqueue`` on an AsyncSession: staged, written at commit), "statement" (the statement
+    ``enqueue`` sends, built before the round: the write without enqueue's checks and
+    encoding). The variants take turns,
     PRODUCER_ROUNDS rounds of PRODUCER_SECONDS / PRODUCER_ROUNDS each, so that the machine's
     drift falls on all of them alike. The events are built before each round (the
     application has its event; ``enqueue`` serializes it)."""
     done = dict.fromkeys(VARIANTS, 0)
     seconds = PRODUCER_SECONDS / PRODUCER_ROUNDS
 
-    async def client(
-        engine: AsyncEngine, how: str, c: int, events: list[CourseUpdatedEvent]
-    ) -> int:
+    async def client(engine: AsyncEngine, how: str, c: int, events: list[Any]) -> int:
         n = 0
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             write = insert(courses).values(code=f"CS{c}-{n}", credits=3)
-            await transaction(engine, how, write, events[n] if n < len(events) else event(n))
+            if n < len(events):
+                e = events[n]
+            else:  # ran out of prebuilt ones: build it here
+                e = prebuilt_statement(event(n)) if how == "statement" else event(n)
+            await transaction(engine, how, write, e)
             n += 1
         return n
 
     for _ in range(PRODUCER_ROUNDS):
         for name, (mode, how) in VARIANTS.items():
             per_client = 0 if how in ("none", "select_1") else int(seconds * 1500)
-            events = [[event(i) for i in range(per_client)] for _ in range(4)]
+            events: list[list[Any]] = [[event(i) for i in range(per_client)] for _ in range(4)]
             set_capture(mode)
             try:
+                if how == "statement":
+                    events = [[prebuilt_statement(e) for e in some] for some in events]
                 counts = await asyncio.gather(
                     *(client(engines[mode], how, c, events[c]) for c in range(4))
                 )
@@ -478,6 +508,7 @@ def report(results: dict[str, Any]) -> None:
     row("producer tx/s with enqueue", lambda m: m["producer_tps_with_outbox"])
     row("enqueue_cost", lambda m: m["enqueue_cost"])
     row("with_events_cost (one statement)", lambda m: m["with_events_cost"])
+    row("statement_cost (enqueue's, prebuilt)", lambda m: m["statement_cost"])
     row("producer tx/s, enqueue on a session", lambda m: m["producer_tps_with_outbox_session"])
     print()
     for name, target in results["targets"].items():
@@ -569,6 +600,7 @@ async def main() -> int:
                 figures["producer_tps_with_outbox_session"] = round(tps[f"{mode}:session"])
                 figures["enqueue_cost"] = round(1 - tps[f"{mode}:enqueue"] / tps["none"], 3)
                 figures["with_events_cost"] = round(1 - tps[f"{mode}:with_events"] / tps["none"], 3)
+                figures["statement_cost"] = round(1 - tps[f"{mode}:statement"] / tps["none"], 3)
             print(f"  (d) producer tx/s: {({k: round(v) for k, v in tps.items()})} (none {none})",
                   flush=True)  # fmt: skip
             if "table" in MODES:
