@@ -16,8 +16,9 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client
+from nats.aio.client import _HEADER_KEY_RE, Client
 from nats.js import JetStreamContext
+from nats.protocol.command import hpub_cmd
 
 from outbox_client.errors import OutboxError
 from outbox_client.nats_config import NATSConfig
@@ -29,9 +30,31 @@ _WHITESPACE = re.compile(r"\s")  # on an ASCII name: what str.isspace() finds
 
 
 class _Client(Client):
-    """nats-py's client with a cheaper header parser: the same result (a unit test holds the
-    two side by side), but nats-py looks for whitespace in each header name one character
-    at a time through a generator, a tenth of a consumer's CPU at nine headers a message."""
+    """nats-py's client with a cheaper header parser and header writer: the same bytes and
+    the same results (unit tests hold each beside nats-py's own), but nats-py looks for
+    whitespace in each header name one character at a time through a generator, a tenth of
+    a consumer's CPU at nine headers a message, and writes a header block in six buffer
+    extends and a regular-expression match per header (13.5 µs for a relay's seven, one
+    join 1.4 µs)."""
+
+    async def _send_publish(
+        self,
+        subject: str,
+        reply: str,
+        payload: bytes,
+        payload_size: int,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        block = _header_block(headers) if headers and subject else None
+        if block is None:  # no headers, or some nats-py's own loop must judge or rewrite
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        # What nats-py's _send_publish does with the block it builds.
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(hpub_cmd(subject, reply, block, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
@@ -47,6 +70,37 @@ class _Client(Client):
             if _WHITESPACE.search(key) is None:
                 out[key] = value.strip().decode("utf-8", "replace")
         return out
+
+
+#: Tuples of header names that nats-py sends as they are (no surrounding whitespace, each a
+#: valid name); cleared when full, since hostile rows may bring many distinct names.
+_SENT_NAMES: set[tuple[str, ...]] = set()
+_REMEMBERED_NAME_SETS = 4096
+
+
+def _header_block(headers: dict[str, Any]) -> bytes | None:
+    """nats-py's header block for ``headers``, byte for byte, built in one join; ``None`` when
+    a name is not one nats-py sends unchanged, or a value is not text or holds CR or LF
+    (nats-py's loop then raises, skips or rewrites as it always has)."""
+    names = tuple(headers)
+    if names not in _SENT_NAMES:
+        for name in names:
+            if type(name) is not str or not name or name.strip() != name:
+                return None
+            if not _HEADER_KEY_RE.fullmatch(name):
+                return None
+        if len(_SENT_NAMES) >= _REMEMBERED_NAME_SETS:
+            _SENT_NAMES.clear()
+        _SENT_NAMES.add(names)
+    values = list(headers.values())
+    if not all(type(value) is str for value in values):
+        return None
+    values = [value.strip() for value in values]
+    joined = "".join(values)
+    if "\r" in joined or "\n" in joined:
+        return None
+    lines = "".join([f"{name}: {value}\r\n" for name, value in zip(names, values, strict=True)])
+    return f"NATS/1.0\r\n{lines}\r\n".encode()
 
 
 class NATSConnectionError(OutboxError):

@@ -49,3 +49,59 @@ def test_any_header_block_parses_as_nats_py_parses_it(
 @given(st.binary(max_size=200))
 def test_any_bytes_parse_as_nats_py_parses_them(raw: bytes) -> None:
     assert _Client._parse_header_lines(raw) == Client._parse_header_lines(raw)
+
+
+# --- writing: the relay's publishes ------------------------------------------------------------
+
+
+async def _sent(client: Client, headers: dict[str, object]) -> bytes | str:
+    """What ``client`` writes for one publish with ``headers``, or the error it raises."""
+    sent: list[bytes] = []
+
+    async def send_command(cmd: bytes, priority: bool = False) -> None:
+        sent.append(cmd)
+
+    client._send_command = send_command  # type: ignore[method-assign]
+    try:
+        await client._send_publish("academic.x", "_INBOX.r.1", b"{}", 2, headers)  # type: ignore[arg-type]
+    except Exception as exc:  # nats-py's own error for a bad header: ours must raise it too
+        return f"{type(exc).__name__}: {exc}"
+    assert client.stats["out_msgs"] == 1 and client.stats["out_bytes"] == 2
+    (cmd,) = sent
+    return cmd
+
+
+RELAY_HEADERS = {
+    "Vertector-Event-Type": "academic.course.updated",
+    "Vertector-Schema-Version": "1",
+    "Vertector-Source-Service": "schedule-service",
+    "Vertector-Producer": "outbox-client",
+    "Vertector-Correlation-Id": "req-\u00e9\u4e2d",
+    "Vertector-Partition-Key": "CS101",
+    "Nats-Msg-Id": "0194f1c2-7b1e-7c3a-9d2e-5f6a7b8c9d0e",
+}
+
+
+async def test_a_relay_publish_writes_the_bytes_nats_py_writes() -> None:
+    ours = await _sent(_Client(), RELAY_HEADERS)
+    assert ours == await _sent(Client(), RELAY_HEADERS)
+    assert isinstance(ours, bytes) and ours.startswith(b"HPUB academic.x _INBOX.r.1 ")
+    assert b"\r\nVertector-Partition-Key: CS101\r\n" in ours
+    # The second time the names are known: the same bytes again.
+    assert await _sent(_Client(), RELAY_HEADERS) == ours
+
+
+header_names = st.text(max_size=10) | st.sampled_from(
+    ["Nats-Msg-Id", " Padded ", "Bad Name", "Bad:Name", "", "caf\u00e9", "A\x1fB"]
+)
+header_values = (
+    st.text(max_size=12)
+    | st.sampled_from([" v ", "a\r\nb", "a\nb", "\u2028x\x1c", "caf\u00e9", ""])
+    | st.integers()
+    | st.none()
+)
+
+
+@given(st.dictionaries(header_names, header_values, max_size=6))
+async def test_any_headers_are_written_as_nats_py_writes_them(headers: dict[str, object]) -> None:
+    assert await _sent(_Client(), headers) == await _sent(Client(), headers)
