@@ -119,9 +119,18 @@ async def apply_streams(js: JetStreamContext, specs: Sequence[StreamConfig]) -> 
 
 
 async def check_configured(js: JetStreamContext, specs: Sequence[StreamConfig]) -> None:
-    """Raise :class:`MissingStreamError` naming every configured stream the server lacks."""
-    have = {info.config.name for info in await js.streams_info()}
-    missing = [spec.name for spec in specs if spec.name not in have]
+    """Raise :class:`MissingStreamError` naming every configured stream the server lacks.
+
+    Each stream is asked for by name: only "not found" means missing. The list of all
+    streams leaves out those whose leader does not answer in time (in an election, say), and a
+    relay starting then took a stream being elected for one that does not exist. A timeout
+    or an unavailable answer is raised as it is, for the caller to wait out."""
+    missing = []
+    for spec in specs:
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            missing.append(spec.name)
     if missing:
         raise MissingStreamError(
             f"configured stream(s) {', '.join(missing)} do not exist: run `vertector-relay "
