@@ -73,9 +73,11 @@ class _Client(Client):
 
 
 #: Tuples of header names that nats-py sends as they are (no surrounding whitespace, each a
-#: valid name); cleared when full, since hostile rows may bring many distinct names.
+#: valid name); cleared when full, since hostile rows may bring many distinct names, and
+#: only those of at most _REMEMBERED_NAMES_LENGTH characters, so that the memory stays small.
 _SENT_NAMES: set[tuple[str, ...]] = set()
 _REMEMBERED_NAME_SETS = 4096
+_REMEMBERED_NAMES_LENGTH = 1024
 
 
 def _header_block(headers: dict[str, Any]) -> bytes | None:
@@ -91,7 +93,8 @@ def _header_block(headers: dict[str, Any]) -> bytes | None:
                 return None
         if len(_SENT_NAMES) >= _REMEMBERED_NAME_SETS:
             _SENT_NAMES.clear()
-        _SENT_NAMES.add(names)
+        if sum(len(name) for name in names) <= _REMEMBERED_NAMES_LENGTH:
+            _SENT_NAMES.add(names)
     values = list(headers.values())
     if not all(type(value) is str for value in values):
         return None

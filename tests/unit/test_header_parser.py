@@ -89,6 +89,10 @@ async def test_a_relay_publish_writes_the_bytes_nats_py_writes() -> None:
     assert b"\r\nVertector-Partition-Key: CS101\r\n" in ours
     # The second time the names are known: the same bytes again.
     assert await _sent(_Client(), RELAY_HEADERS) == ours
+    # Names too long to be remembered are checked each time, and written the same.
+    long_names = RELAY_HEADERS | {"X-" + "a" * 2000: "v"}
+    for _ in range(2):
+        assert await _sent(_Client(), long_names) == await _sent(Client(), long_names)
 
 
 header_names = st.text(max_size=10) | st.sampled_from(
