@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client
 
-from outbox_client.client import _Client
+from outbox_client.client import _Client, _header_block
 
 TYPICAL = (
     b"Nats-Msg-Id: 0194f1c2-7b1e-7c3a-9d2e-5f6a7b8c9d0e\r\n"
@@ -87,6 +87,9 @@ async def test_a_relay_publish_writes_the_bytes_nats_py_writes() -> None:
     assert ours == await _sent(Client(), RELAY_HEADERS)
     assert isinstance(ours, bytes) and ours.startswith(b"HPUB academic.x _INBOX.r.1 ")
     assert b"\r\nVertector-Partition-Key: CS101\r\n" in ours
+    # Written by our join, not by nats-py's loop: the block is the one in the command.
+    block = _header_block(RELAY_HEADERS)
+    assert block is not None and block.startswith(b"NATS/1.0\r\n") and block in ours
     # The second time the names are known: the same bytes again.
     assert await _sent(_Client(), RELAY_HEADERS) == ours
     # Names too long to be remembered are checked each time, and written the same.
@@ -109,3 +112,10 @@ header_values = (
 @given(st.dictionaries(header_names, header_values, max_size=6))
 async def test_any_headers_are_written_as_nats_py_writes_them(headers: dict[str, object]) -> None:
     assert await _sent(_Client(), headers) == await _sent(Client(), headers)
+
+
+def test_headers_nats_py_would_judge_or_rewrite_are_left_to_its_loop() -> None:
+    for headers in ({" Padded ": "v"}, {"Bad Name": "v"}, {"": "v"}, {"A": "a\r\nb"},
+                    {"A": 1}):  # fmt: skip
+        assert _header_block(headers) is None, headers
+    assert _header_block({"A": " v "}) == b"NATS/1.0\r\nA: v\r\n\r\n"  # stripped, as nats-py
