@@ -128,11 +128,16 @@ async def test_paused_relay_wakes_without_publishing_out_of_order(
 ) -> None:
     await create_test_stream(nats_url)
     zombie = FaultRelay(database_url, nats_url, "zombie").start()
-    await asyncio.sleep(1.0)  # it takes every partition
+    # It takes every partition (the slot) before the other starts: waited for, not slept
+    # for, since a busy machine can take longer than a second to start a relay.
+    await zombie.wait_for_log("relay.loop.started")
     healthy = FaultRelay(database_url, nats_url, "healthy")
+    streaming = wal_read() == "stream" and os.environ.get("OUTBOX_CAPTURE") == "wal"
 
     async def faults() -> None:
         await asyncio.sleep(1.0)
+        if streaming:  # its walsender is open when it stops
+            await zombie.wait_for_log("relay.wal.stream_started")
         zombie.pause()  # mid-batch, leases held
         await asyncio.sleep(5.0)  # > 2 lease periods: the healthy relay takes over
         zombie.resume()
@@ -141,7 +146,7 @@ async def test_paused_relay_wakes_without_publishing_out_of_order(
     async with engine(database_url) as eng:
         report = await under_load(Workload(eng), nats_url, [zombie, healthy], faults)
     assert_clean(report, [zombie, healthy])
-    if wal_read() == "stream" and os.environ.get("OUTBOX_CAPTURE") == "wal":
+    if streaming:
         # The zombie's walsender outlived its lease: the new holder ended it to stream.
         assert "relay.wal.stream_taken_over" in healthy.log.read_text(), healthy.tail()
 
