@@ -49,6 +49,7 @@ from relay.errors import PublishError
 from relay.log import log_event
 from relay.ports import Failure, OutboxRow, PublishResult, Stored, Verdict
 from relay.pubacks import (
+    AckGroup,
     ApiSilent,
     NoResponders,
     NoStream,
@@ -303,8 +304,9 @@ class NatsPublisher:
     ) -> list[PublishResult]:
         nc = self.client
         results: list[PublishResult | None] = [None] * len(rows)
-        futures: dict[asyncio.Future[Reply], int] = {}
-        batches: dict[asyncio.Future[Reply], tuple[str, list[int]]] = {}
+        acks = AckGroup(len(rows))
+        singles: list[int] = []  # rows sent alone, each awaiting its PubAck
+        batches: dict[int, tuple[str, list[int]]] = {}  # commit row -> batch id, its rows
         for group in _groups(rows):
             ready = []
             for index in group:
@@ -314,29 +316,27 @@ class NatsPublisher:
                 else:
                     ready.append((index, headers))
             if len(ready) > 1 and len(group) > 1:
-                await self._send_batch(rows, ready, results, batches)
+                await self._send_batch(rows, ready, results, acks, batches)
                 continue
             for index, headers in ready:
-                future = await self._send(rows[index], headers, results, index)
-                if future is not None:
-                    futures[future] = index
-        if futures or batches:
+                if await self._send(rows[index], headers, results, index, acks):
+                    singles.append(index)
+        if singles or batches:
             self.checkpoints.reached("after_publish_before_ack")
-            _, pending = await asyncio.wait([*futures, *batches], timeout=self.publish_timeout)
-            for future in pending:
-                future.cancel()
+            await acks.wait(self.publish_timeout)
             asking = self.no_stream_max_attempts - 1  # attempts before this one
-            for future, index in futures.items():
-                if future.cancelled():
+            for index in singles:
+                answer = acks.replies[index]
+                if answer is None:
                     results[index] = TIMEOUT
-                    continue
-                answer = future.result()
-                if isinstance(answer, NoResponders) and rows[index].attempts >= asking:
+                elif isinstance(answer, NoResponders) and rows[index].attempts >= asking:
                     results[index] = await self._no_responders(rows[index], streams)
                 else:
                     results[index] = judge(answer)
-            for future, (batch_id, indexes) in batches.items():
-                self._settle_batch(future, batch_id, [rows[i] for i in indexes], indexes, results)
+            for commit, (batch_id, indexes) in batches.items():
+                self._settle_batch(
+                    acks.replies[commit], batch_id, [rows[i] for i in indexes], indexes, results
+                )
         return [r if r is not None else NOT_SENT for r in results]
 
     def _headers(self, row: OutboxRow, max_payload: int) -> dict[str, str] | Failure:
@@ -355,25 +355,27 @@ class NatsPublisher:
 
     async def _send(
         self, row: OutboxRow, headers: dict[str, str], results: list[PublishResult | None],
-        index: int, *, reply: bool = True,
-    ) -> asyncio.Future[Reply] | None:  # fmt: skip
-        """Send one message; its reply's future (None when the send itself failed)."""
-        inbox, future = self._acks.expect(row.subject) if reply else ("", None)
+        index: int, acks: AckGroup | None,
+    ) -> bool:  # fmt: skip
+        """Send one message, its PubAck expected in ``acks`` (none: no reply asked); False when
+        the send itself failed (its result is then set)."""
+        inbox = self._acks.expect(acks, index, row.subject) if acks is not None else ""
         try:
             await self.client.publish(row.subject, row.payload, reply=inbox, headers=headers)
         except Exception as exc:  # every failure becomes a verdict: see classify()
-            if future is not None:
-                future.cancel()
+            if inbox:
+                self._acks.cancel(inbox)
             results[index] = classify(exc)
-            return None
-        return future
+            return False
+        return True
 
     async def _send_batch(
         self,
         rows: Sequence[OutboxRow],
         ready: list[tuple[int, dict[str, str]]],
         results: list[PublishResult | None],
-        batches: dict[asyncio.Future[Reply], tuple[str, list[int]]],
+        acks: AckGroup,
+        batches: dict[int, tuple[str, list[int]]],
     ) -> None:
         """One transaction as one atomic batch: only the commit (the last) asks for a reply."""
         batch_id = uuid.uuid4().hex
@@ -386,24 +388,24 @@ class NatsPublisher:
                 if self.checkpoints.armed("mid_atomic_batch"):
                     await self.client.flush()  # all but the commit are on the server
                     self.checkpoints.reached("mid_atomic_batch")
-            future = await self._send(rows[index], headers, results, index, reply=n == last)
-            if results[index] is not None:  # the send failed: the batch is incomplete
+            if not await self._send(rows[index], headers, results, index,
+                                    acks if n == last else None):  # fmt: skip
+                # The send failed: the batch is incomplete.
                 for other, _ in ready:
                     results[other] = results[index]
                 return
-            if future is not None:
-                batches[future] = (batch_id, [i for i, _ in ready])
+        batches[ready[last][0]] = (batch_id, [i for i, _ in ready])
 
     def _settle_batch(
         self,
-        future: asyncio.Future[Reply],
+        reply: Reply | None,
         batch_id: str,
         rows: list[OutboxRow],
         indexes: list[int],
         results: list[PublishResult | None],
     ) -> None:
         answer: PublishResult = (
-            TIMEOUT if future.cancelled() else judge_batch(future.result(), batch_id, len(rows))
+            TIMEOUT if reply is None else judge_batch(reply, batch_id, len(rows))
         )
         if isinstance(answer, Stored):
             first = answer.seq - len(rows) + 1

@@ -3,8 +3,8 @@
 nats-py's ``publish_async`` loses every error reply: ``APIError.from_error`` raises inside its
 reply handler, so the future is never resolved and a full stream (503, err 10077) or a
 too-large message (400, err 10054) looks like a PubAck timeout (nats-io/nats.py#985, open).
-This module does what ``publish_async`` does — one wildcard reply subscription, one future per
-message — and turns every answer into a :data:`Reply`: a PubAck, a JetStream API error, "no
+This module does what ``publish_async`` does — one wildcard reply subscription, a reply subject
+per message — and turns every answer into a :data:`Reply`: a PubAck, a JetStream API error, "no
 responders", something that is not a PubAck at all, or the server's permission violation for
 the subject (which nats-py reports only to ``error_cb``). When "no responders" persists, the
 publisher asks JetStream's API which stream captures the subject; its answer is typed here too
@@ -19,9 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
+from outbox_client.client import OutboxNATSClient
 from relay.ports import Stored
 
 _STATUS = "Status"
@@ -100,42 +98,86 @@ class ApiSilent:
 StreamAnswer = StreamFound | NoStream | ApiSilent
 
 
-#: Settled publishes are forgotten when this many are held (amortised: then at twice those
-#: still waiting).
+#: Replies of groups already settled are forgotten when this many are held (amortised: then
+#: at twice those still waiting).
 _PRUNE_AT = 4096
 
 
-class PubAcks:
-    """One reply subject per message under a private inbox; ``expect()`` gives both halves.
+class AckGroup:
+    """The replies expected for one chunk of publishes, by the index the publisher gave each:
+    :meth:`wait` returns when all are in or the time is up, and the group then takes no more
+    (a reply that comes later is dropped; its publish was judged a timeout)."""
 
-    A reply forgets its publish; a publish settled otherwise (cancelled after the timeout, or
-    refused by the server) is forgotten at the next prune, so that a publish costs no callback.
+    __slots__ = ("_done", "_remaining", "closed", "replies")
+
+    def __init__(self, size: int) -> None:
+        self.replies: list[Reply | None] = [None] * size
+        self._remaining = 0
+        self._done: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def _resolve(self, index: int, reply: Reply) -> None:
+        if self.closed or self.replies[index] is not None:
+            return
+        self.replies[index] = reply
+        self._remaining -= 1
+        if self._remaining == 0 and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    async def wait(self, within: float) -> None:
+        """Until every expected reply is in, or ``within`` seconds; then closed."""
+        try:
+            if self._remaining > 0:
+                self._done = asyncio.get_running_loop().create_future()
+                await asyncio.wait([self._done], timeout=within)
+        finally:
+            self.closed = True
+
+
+class PubAcks:
+    """One reply subject per message under a private inbox: ``expect()`` names it and says
+    where in an :class:`AckGroup` its reply goes.
+
+    The replies are read by the NATS client's read loop itself (``subscribe_direct``): no
+    message object, future, queue or task switch per PubAck. A publish that was never sent
+    is taken back with :meth:`cancel`; the entries of a group closed with replies missing are
+    forgotten at the next prune.
     """
 
     def __init__(self) -> None:
         self._prefix = ""
+        self._skip = 0  # bytes of "<prefix>." before a reply subject's token
         self._next = 0
-        #: token -> the publish's future and subject, oldest first.
-        self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
+        #: token -> the group and index its reply goes to, and the publish's subject; oldest
+        #: first.
+        self._waiting: dict[int, tuple[AckGroup, int, str]] = {}
         self._prune_at = _PRUNE_AT
 
-    async def start(self, nc: Client) -> None:
+    async def start(self, nc: OutboxNATSClient) -> None:
         """Subscribe on ``nc`` (nats-py re-subscribes by itself after a reconnect)."""
         self._prefix = nc.new_inbox()
-        await nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+        self._skip = len(self._prefix) + 1
+        await nc.subscribe_direct(f"{self._prefix}.*", self._on_reply)
 
-    def expect(self, subject: str) -> tuple[str, asyncio.Future[Reply]]:
-        """A reply subject for a publish to ``subject`` and the future its reply resolves."""
+    def expect(self, group: AckGroup, index: int, subject: str) -> str:
+        """The reply subject for a publish to ``subject`` whose reply goes to ``index`` of
+        ``group``."""
         if len(self._waiting) >= self._prune_at:
             self._prune()
         self._next += 1
-        token = str(self._next)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = (future, subject)
-        return f"{self._prefix}.{token}", future
+        token = self._next
+        self._waiting[token] = (group, index, subject)
+        group._remaining += 1
+        return f"{self._prefix}.{token}"
+
+    def cancel(self, inbox: str) -> None:
+        """Take back the expectation of ``inbox`` (its publish was not sent)."""
+        entry = self._waiting.pop(int(inbox[self._skip :]), None)
+        if entry is not None:
+            entry[0]._remaining -= 1
 
     def _prune(self) -> None:
-        self._waiting = {t: e for t, e in self._waiting.items() if not e[0].done()}
+        self._waiting = {t: e for t, e in self._waiting.items() if not e[0].closed}
         self._prune_at = max(_PRUNE_AT, 2 * len(self._waiting))
 
     def on_error(self, error: Exception) -> bool:
@@ -149,30 +191,33 @@ class PubAcks:
         if not text.startswith(_DENIED_PUBLISH):
             return False
         subject = text[len(_DENIED_PUBLISH) :].rstrip('"')
-        for token, (future, target) in self._waiting.items():
-            if not future.done() and target.lower() == subject:
+        for token, (group, index, target) in self._waiting.items():
+            if not group.closed and target.lower() == subject:
                 del self._waiting[token]
-                future.set_result(PermissionDenied(subject))
+                group._resolve(index, PermissionDenied(subject))
                 return True
         return False
 
-    async def _on_reply(self, msg: Msg) -> None:
-        entry = self._waiting.pop(msg.subject.rpartition(".")[2], None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(read_reply(msg))
+    def _on_reply(self, subject: bytes, data: bytes, headers: dict[str, str] | None) -> None:
+        token = subject[self._skip :]
+        if not token.isdigit():  # not a reply to one of ours (someone else wrote to the inbox)
+            return
+        entry = self._waiting.pop(int(token), None)
+        if entry is not None:
+            entry[0]._resolve(entry[1], read_reply(data, headers))
 
 
-def read_reply(msg: Msg) -> Reply:
+def read_reply(data: bytes, headers: dict[str, str] | None) -> Reply:
     """What the server (or whoever answered) said, typed; never raises."""
-    status = msg.headers.get(_STATUS, "") if msg.headers else ""
-    if status == _NO_RESPONDERS and not msg.data:
+    status = headers.get(_STATUS, "") if headers else ""
+    if status == _NO_RESPONDERS and not data:
         return NoResponders()
     try:
-        body: Any = json.loads(msg.data)
+        body: Any = json.loads(data)
     except (ValueError, RecursionError):
-        return NotAPubAck(status[:20], len(msg.data))
+        return NotAPubAck(status[:20], len(data))
     if not isinstance(body, dict):
-        return NotAPubAck(status[:20], len(msg.data))
+        return NotAPubAck(status[:20], len(data))
     error = body.get("error")
     if isinstance(error, dict):
         return ApiError(
@@ -182,7 +227,7 @@ def read_reply(msg: Msg) -> Reply:
         )
     stream, seq = body.get("stream"), body.get("seq")
     if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool):
-        return NotAPubAck(status[:20], len(msg.data))
+        return NotAPubAck(status[:20], len(data))
     batch, count = body.get("batch"), body.get("count")
     if isinstance(batch, str) and isinstance(count, int) and not isinstance(count, bool):
         return BatchStored(stream=stream, seq=seq, batch=batch[:64], count=count)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client
 
-from outbox_client.client import _Client, _header_block
+from outbox_client.client import OutboxNATSClient, _header_block
 
 TYPICAL = (
     b"Nats-Msg-Id: 0194f1c2-7b1e-7c3a-9d2e-5f6a7b8c9d0e\r\n"
@@ -21,7 +21,7 @@ TYPICAL = (
 
 
 def test_typical_and_malformed_headers_parse_as_nats_py_parses_them() -> None:
-    ours = _Client._parse_header_lines(TYPICAL)
+    ours = OutboxNATSClient._parse_header_lines(TYPICAL)
     assert ours == Client._parse_header_lines(TYPICAL)
     assert ours["Vertector-Partition-Key"] == "CS101"
     assert ours["Vertector-Correlation-Id"] == "req-\u00e9\u4e2d"
@@ -43,12 +43,12 @@ def test_any_header_block_parses_as_nats_py_parses_it(
     parts: list[tuple[bytes, bytes, bytes]],
 ) -> None:
     raw = b"\r\n".join(name + sep + value for name, sep, value in parts) + b"\r\n\r\n"
-    assert _Client._parse_header_lines(raw) == Client._parse_header_lines(raw)
+    assert OutboxNATSClient._parse_header_lines(raw) == Client._parse_header_lines(raw)
 
 
 @given(st.binary(max_size=200))
 def test_any_bytes_parse_as_nats_py_parses_them(raw: bytes) -> None:
-    assert _Client._parse_header_lines(raw) == Client._parse_header_lines(raw)
+    assert OutboxNATSClient._parse_header_lines(raw) == Client._parse_header_lines(raw)
 
 
 # --- writing: the relay's publishes ------------------------------------------------------------
@@ -83,7 +83,7 @@ RELAY_HEADERS = {
 
 
 async def test_a_relay_publish_writes_the_bytes_nats_py_writes() -> None:
-    ours = await _sent(_Client(), RELAY_HEADERS)
+    ours = await _sent(OutboxNATSClient(), RELAY_HEADERS)
     assert ours == await _sent(Client(), RELAY_HEADERS)
     assert isinstance(ours, bytes) and ours.startswith(b"HPUB academic.x _INBOX.r.1 ")
     assert b"\r\nVertector-Partition-Key: CS101\r\n" in ours
@@ -91,11 +91,11 @@ async def test_a_relay_publish_writes_the_bytes_nats_py_writes() -> None:
     block = _header_block(RELAY_HEADERS)
     assert block is not None and block.startswith(b"NATS/1.0\r\n") and block in ours
     # The second time the names are known: the same bytes again.
-    assert await _sent(_Client(), RELAY_HEADERS) == ours
+    assert await _sent(OutboxNATSClient(), RELAY_HEADERS) == ours
     # Names too long to be remembered are checked each time, and written the same.
     long_names = RELAY_HEADERS | {"X-" + "a" * 2000: "v"}
     for _ in range(2):
-        assert await _sent(_Client(), long_names) == await _sent(Client(), long_names)
+        assert await _sent(OutboxNATSClient(), long_names) == await _sent(Client(), long_names)
 
 
 header_names = st.text(max_size=10) | st.sampled_from(
@@ -111,7 +111,7 @@ header_values = (
 
 @given(st.dictionaries(header_names, header_values, max_size=6))
 async def test_any_headers_are_written_as_nats_py_writes_them(headers: dict[str, object]) -> None:
-    assert await _sent(_Client(), headers) == await _sent(Client(), headers)
+    assert await _sent(OutboxNATSClient(), headers) == await _sent(Client(), headers)
 
 
 def test_headers_nats_py_would_judge_or_rewrite_are_left_to_its_loop() -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import nats.errors
 import pytest
-from nats.aio.msg import Msg
 
 from relay.classify import POISON_API_CODES, judge, judge_no_responders
 from relay.ports import Failure, PublishResult, Stored, Verdict
 from relay.pubacks import (
+    AckGroup,
     ApiError,
     ApiSilent,
     NoReply,
@@ -24,14 +24,15 @@ from relay.pubacks import (
     read_reply,
 )
 
-
-def reply(body: Any = None, headers: dict[str, str] | None = None) -> Msg:
-    data = b"" if body is None else json.dumps(body).encode()
-    return Msg(_client=None, subject="_INBOX.x.1", data=data, headers=headers)  # type: ignore[arg-type]
+Answer = tuple[bytes, dict[str, str] | None]
 
 
-def read_puback(msg: Msg) -> PublishResult:
-    return judge(read_reply(msg))
+def reply(body: Any = None, headers: dict[str, str] | None = None) -> Answer:
+    return (b"" if body is None else json.dumps(body).encode(), headers)
+
+
+def read_puback(answer: Answer) -> PublishResult:
+    return judge(read_reply(*answer))
 
 
 def test_an_ack_and_a_duplicate() -> None:
@@ -77,8 +78,8 @@ def test_no_responders_no_reply_and_garbage() -> None:
     no_responders = read_puback(reply(headers={"Status": "503"}))
     assert isinstance(no_responders, Failure) and no_responders.verdict is Verdict.NO_RESPONDERS
     assert judge(NoReply()) == Failure(Verdict.TRANSIENT, "timeout waiting for PubAck")
-    garbage = Msg(_client=None, subject="x", data=b"{not json")  # type: ignore[arg-type]
-    nested = Msg(_client=None, subject="x", data=b"[" * 5000)  # type: ignore[arg-type]
+    garbage: Answer = (b"{not json", None)
+    nested: Answer = (b"[" * 5000, None)
     answers = [garbage, nested, reply({"what": 1}), reply([1]), reply({"stream": "S", "seq": "7"})]
     for answer in [*answers, reply(headers={"Status": "408"})]:
         result = read_puback(answer)
@@ -102,40 +103,72 @@ def test_no_responders_is_poison_only_once_the_api_confirms_no_stream_captures_i
 
 async def test_a_permission_violation_settles_the_oldest_publish_to_its_subject() -> None:
     acks = PubAcks()
-    _, first = acks.expect("Payroll.Salaries")
-    _, second = acks.expect("Payroll.Salaries")
-    _, other = acks.expect("academic.course.created")
+    group = AckGroup(3)
+    acks.expect(group, 0, "Payroll.Salaries")
+    acks.expect(group, 1, "Payroll.Salaries")
+    acks.expect(group, 2, "academic.course.created")
     # nats-py hands error_cb the server's -ERR text, lower-cased.
     error = nats.errors.Error('nats: permissions violation for publish to "payroll.salaries"')
     assert acks.on_error(error)
-    assert first.done() and first.result() == PermissionDenied("payroll.salaries")
-    assert not second.done() and not other.done()
+    assert group.replies == [PermissionDenied("payroll.salaries"), None, None]
     assert not acks.on_error(nats.errors.Error("nats: some other protocol error"))
-    denied = judge(first.result())
+    denied = judge(group.replies[0])  # type: ignore[arg-type]
     assert isinstance(denied, Failure) and denied.verdict is Verdict.POISON
     assert "permissions violation" in denied.reason
-    for future in (second, other):
-        future.cancel()
-    await asyncio.sleep(0)
-    assert not acks.on_error(error), "a cancelled publish is not settled again"
+    await group.wait(0.01)  # the others time out: the group is closed
+    assert not acks.on_error(error), "a publish judged a timeout is not settled again"
+    assert group.replies[1:] == [None, None]
+
+
+def _answer(acks: PubAcks, inbox: str, body: object) -> None:
+    acks._on_reply(inbox.encode(), json.dumps(body).encode(), None)
+
+
+async def test_a_group_waits_for_its_replies_and_then_takes_no_more() -> None:
+    acks = PubAcks()
+    acks._prefix, acks._skip = "_INBOX.x", len("_INBOX.x.")
+    group = AckGroup(3)
+    first = acks.expect(group, 0, "academic.course.created")
+    acks.expect(group, 1, "academic.course.created")  # never answered
+    third = acks.expect(group, 2, "academic.course.created")
+    _answer(acks, third, {"stream": "S", "seq": 2})
+    _answer(acks, first, {"stream": "S", "seq": 1})
+    acks._on_reply(b"_INBOX.x.not-a-token", b"{}", None)  # someone else's: ignored
+    await group.wait(0.05)
+    assert group.replies == [Stored("S", 1, False), None, Stored("S", 2, False)]
+    late = AckGroup(1)
+    inbox = acks.expect(late, 0, "academic.course.created")
+    acks.cancel(inbox)  # the publish was never sent: nothing to wait for
+    await asyncio.wait_for(late.wait(60), 5)
+    answered = AckGroup(2)
+    for n in range(2):
+        _answer(acks, acks.expect(answered, n, "a.b"), {"stream": "S", "seq": 3 + n})
+    await asyncio.wait_for(answered.wait(60), 5)  # all in: no waiting out the time
+    assert answered.replies == [Stored("S", 3, False), Stored("S", 4, False)]
 
 
 async def test_settled_publishes_are_forgotten() -> None:
-    """A reply resolves its publish and forgets it; publishes cancelled after the timeout are
-    forgotten at a later prune, so a relay timing out for hours holds no more than a bounded
-    number of them."""
+    """A reply resolves its publish and forgets it; publishes of groups closed after the
+    timeout are forgotten at a later prune, so a relay timing out for hours holds no more
+    than a bounded number of them."""
     acks = PubAcks()
-    inbox, future = acks.expect("academic.course.created")
-    msg = Msg(_client=None, subject=inbox, data=json.dumps({"stream": "S", "seq": 1}).encode())  # type: ignore[arg-type]
-    await acks._on_reply(msg)
-    assert future.result() == Stored("S", 1, False)
+    acks._prefix, acks._skip = "_INBOX.x", len("_INBOX.x.")
+    group = AckGroup(1)
+    _answer(acks, acks.expect(group, 0, "academic.course.created"), {"stream": "S", "seq": 1})
+    assert group.replies == [Stored("S", 1, False)]
     assert not acks._waiting
-    for _ in range(50_000):
-        acks.expect("academic.course.created")[1].cancel()
+
+    async def timed_out(count: int) -> None:
+        for _ in range(count):
+            gone = AckGroup(1)
+            acks.expect(gone, 0, "academic.course.created")
+            gone.closed = True  # what wait() leaves when its time is up
+
+    await timed_out(50_000)
     assert len(acks._waiting) <= 2 * 4096
-    _, live = acks.expect("payroll.salaries")
-    for _ in range(20_000):
-        acks.expect("academic.course.created")[1].cancel()
+    live = AckGroup(1)
+    acks.expect(live, 0, "payroll.salaries")
+    await timed_out(20_000)
     error = nats.errors.Error('nats: permissions violation for publish to "payroll.salaries"')
     assert acks.on_error(error), "a waiting publish survives the prunes"
-    assert live.result() == PermissionDenied("payroll.salaries")
+    assert live.replies == [PermissionDenied("payroll.salaries")]
