@@ -17,8 +17,10 @@ import json
 import struct
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote
+from typing import NamedTuple
+
+from asyncpg.pgproto.pgproto import UUID as _PgUUID
 
 from outbox_client.errors import OutboxError
 
@@ -32,8 +34,9 @@ class FrameError(OutboxError):
     """Bytes under :data:`WAL_PREFIX` that are not a frame this version can read."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
+    """A decoded frame (a named tuple: built in C, a frame per event the relay reads)."""
+
     event_id: uuid.UUID
     event_type: str
     subject: str
@@ -72,7 +75,33 @@ def headers_json(headers: dict[str, str]) -> str:
 
 
 def decode(frame: bytes) -> Frame:
-    """Raises :class:`FrameError` naming what is wrong (the relay quarantines such a frame)."""
+    """Raises :class:`FrameError` naming what is wrong (the relay quarantines such a frame).
+
+    What ``encode`` writes (every field there, text all ASCII, no NUL) is read in one decode
+    and cut by the lengths; anything else takes :func:`_decode_checked`, field by field, which
+    names the problem (or reads the non-ASCII text)."""
+    if len(frame) >= _HEAD.size:
+        version, raw_id, kind, to, key, block = _HEAD.unpack_from(frame)
+        texts = kind + to + key
+        end = _HEAD.size + texts + block
+        if version == VERSION and end <= len(frame):
+            try:
+                text = frame[_HEAD.size : end].decode()
+            except UnicodeDecodeError:
+                text = ""  # not UTF-8: the checked walk names the field
+            if text.isascii() and len(text) == end - _HEAD.size and "\0" not in text[:texts]:
+                return Frame(
+                    _UUID(raw_id),
+                    text[:kind],
+                    text[kind : kind + to],
+                    text[kind + to : texts],
+                    _parsed_headers(text[texts:]),
+                    frame[end:],
+                )
+    return _decode_checked(frame)
+
+
+def _decode_checked(frame: bytes) -> Frame:
     if len(frame) < _HEAD.size:
         raise FrameError(f"frame of {len(frame)} bytes is shorter than its {_HEAD.size}-byte head")
     version, raw_id, *lengths = _HEAD.unpack_from(frame)
@@ -92,7 +121,7 @@ def decode(frame: bytes) -> Frame:
         if "\0" in value:
             raise FrameError(f"frame {name} holds a NUL character{_NUL}")
     headers = _parsed_headers(fields[3])
-    return Frame(uuid.UUID(bytes=raw_id), fields[0], fields[1], fields[2], headers, frame[at:])
+    return Frame(_UUID(raw_id), fields[0], fields[1], fields[2], headers, frame[at:])
 
 
 def _parsed_headers(text: str) -> object:
@@ -113,6 +142,10 @@ def _parsed_headers(text: str) -> object:
         raise FrameError(f"frame headers hold a NUL character{_NUL}")
     return headers
 
+
+#: asyncpg's UUID, a ``uuid.UUID`` built in C from the 16 bytes (what table mode's rows hold):
+#: 0.24 us against 3.2 for ``uuid.UUID(bytes=...)``, and str() 0.17 against 1.7.
+_UUID: Callable[[bytes], uuid.UUID] = _PgUUID
 
 #: json's own scanner (C): what json.loads calls after two layers of Python.
 _SCAN: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]

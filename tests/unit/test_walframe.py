@@ -7,10 +7,19 @@ import struct
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from outbox_client.capture import capture_mode, set_capture
 from outbox_client.errors import OutboxError
-from outbox_client.walframe import WAL_PREFIX, FrameError, decode, encode, headers_json
+from outbox_client.walframe import (
+    WAL_PREFIX,
+    FrameError,
+    _decode_checked,
+    decode,
+    encode,
+    headers_json,
+)
 from relay.errors import StoreError
 from relay.pgoutput import transactions
 
@@ -133,3 +142,40 @@ def test_capture_mode_from_code_and_environment(monkeypatch: pytest.MonkeyPatch)
     assert capture_mode() == "table"
     with pytest.raises(OutboxError, match="got 'kafka'"):
         set_capture("kafka")  # type: ignore[arg-type]
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=30)
+
+
+@given(
+    st.uuids(), _text, _text, _text, st.dictionaries(_text, _text, max_size=4), st.binary(),
+    st.integers(0, 200), st.binary(max_size=3),
+)  # fmt: skip
+def test_the_one_decode_reads_what_the_field_walk_reads(
+    event_id: uuid.UUID, kind: str, to: str, key: str, headers: dict[str, str], payload: bytes,
+    cut: int, garbage: bytes,
+) -> None:  # fmt: skip
+    """decode()'s fast path (one decode, cut by the lengths) and the field-by-field walk give
+    the same frame, or the same error, for every frame encode writes, cut short or followed by
+    stray bytes; and the event id is a uuid.UUID equal to the one written."""
+    frame = encode(event_id, kind, to, key, payload, headers)
+    for candidate in (frame, frame[:cut], frame[:cut] + garbage, garbage + frame[cut:]):
+        try:
+            expected: object = _decode_checked(candidate)
+        except FrameError as exc:
+            expected = str(exc)
+        try:
+            got: object = decode(candidate)
+        except FrameError as exc:
+            got = str(exc)
+        assert got == expected
+    if "\0" in kind + to + key + "".join(headers) + "".join(headers.values()):
+        return  # a FrameError, the same both ways (above)
+    got_frame = decode(frame)
+    assert isinstance(got_frame.event_id, uuid.UUID) and got_frame.event_id == event_id
+    assert str(got_frame.event_id) == str(event_id) and hash(got_frame.event_id) == hash(event_id)
+    assert (got_frame.partition_key, got_frame.headers, got_frame.payload) == (
+        key,
+        headers,
+        payload,
+    )
