@@ -1,5 +1,6 @@
-"""Prometheus metrics of one relay. Counters are read from :class:`RelayStats` at scrape time
-(nothing on the hot path); histograms and gauges are updated as things happen."""
+"""Prometheus metrics of one relay. Counters, and the per-event commit -> PubAck histogram, are
+read from :class:`RelayStats` at scrape time (nothing on the hot path); the per-batch
+histograms and the gauges are updated as things happen."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from relay.stats import ATOMIC_OUTCOMES, RelayStats
-
-LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+from relay.stats import ATOMIC_OUTCOMES, LAG_BUCKETS, RelayStats
 
 
 class _StatsCollector(Collector):
@@ -76,6 +80,14 @@ class _StatsCollector(Collector):
         yield CounterMetricFamily(
             "vertector_relay_rows_purged", "Sent rows deleted after the retention", value=s.purged
         )
+        cumulative, buckets = 0, []
+        for bound, n in zip((*LAG_BUCKETS, float("inf")), s.lag_counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+        yield HistogramMetricFamily(
+            "vertector_relay_commit_to_publish_seconds",
+            "From the producing transaction to the PubAck", buckets=buckets, sum_value=s.lag_sum,
+        )  # fmt: skip
         yield GaugeMetricFamily(
             "vertector_relay_keys_backing_off",
             "Partition keys whose next event waits for a retry (stream full or without a leader)",
@@ -93,10 +105,6 @@ class RelayMetrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self.lag = Histogram(
-            "vertector_relay_commit_to_publish_seconds",
-            "From the producing transaction to the PubAck", buckets=LAG_BUCKETS, registry=r,
-        )  # fmt: skip
         self.batch_seconds = Histogram(
             "vertector_relay_publish_batch_seconds", "Publishing one claimed batch",
             buckets=LAG_BUCKETS, registry=r,
@@ -123,7 +131,6 @@ class RelayMetrics:
         )
         self.ready = Gauge("vertector_relay_ready", "1 when /readyz answers 200", registry=r)
         r.register(_StatsCollector(stats))
-        stats.lag = self.lag.observe
         stats.on_batch = self._observe_batch
 
     def _observe_batch(self, rows: int, seconds: float) -> None:

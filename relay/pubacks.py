@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,8 +208,33 @@ class PubAcks:
             entry[0]._resolve(entry[1], read_reply(data, headers))
 
 
+#: A PubAck as nats-server writes it (2.9: ``{"stream":"S", "seq":1}``, 2.15 without the
+#: space; a duplicate adds ``,"duplicate": true``), with a stream name that needs no JSON
+#: escape: read without the JSON parser, since every published event gets one.
+_PLAIN_PUBACK = re.compile(
+    rb'\{"stream":[ \t\n\r]*"([^"\\\x00-\x1f\x7f-\xff]{1,255})",[ \t\n\r]*"seq":[ \t\n\r]*'
+    rb'(0|[1-9][0-9]{0,18})(,[ \t\n\r]*"duplicate":[ \t\n\r]*true)?[ \t\n\r]*\}'
+)
+#: Stream names as read, decoded once.
+_STREAM_NAMES: dict[bytes, str] = {}
+
+
 def read_reply(data: bytes, headers: dict[str, str] | None) -> Reply:
     """What the server (or whoever answered) said, typed; never raises."""
+    if headers is None:
+        plain = _PLAIN_PUBACK.fullmatch(data)
+        if plain is not None:
+            raw, seq, duplicate = plain.groups()
+            stream = _STREAM_NAMES.get(raw)
+            if stream is None:
+                if len(_STREAM_NAMES) >= 1024:  # whoever answers may name many
+                    _STREAM_NAMES.clear()
+                stream = _STREAM_NAMES[raw] = raw.decode()
+            return Stored(stream, int(seq), duplicate is not None)
+    return _read_json_reply(data, headers)
+
+
+def _read_json_reply(data: bytes, headers: dict[str, str] | None) -> Reply:
     status = headers.get(_STATUS, "") if headers else ""
     if status == _NO_RESPONDERS and not data:
         return NoResponders()

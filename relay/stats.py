@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ MAX_OTHER_TYPE_LABELS = 50
 MAX_TYPE_LABEL_LENGTH = 100
 OTHER_TYPES = "other"
 
+#: The upper bounds (seconds) of ``vertector_relay_commit_to_publish_seconds``'s buckets.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
 
 @dataclass
 class RelayStats:
@@ -45,7 +49,11 @@ class RelayStats:
     by_type: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stream, event type)
     purged: int = 0
     keys_backing_off: int = 0  # keys whose next event waits for a retry (set every round)
-    lag: Callable[[float], None] | None = None  # observes commit -> PubAck seconds
+    #: Commit -> PubAck seconds of each stored event: how many fell in each of LAG_BUCKETS
+    #: (the last: above them all), and their sum; a histogram read at scrape time, since a
+    #: prometheus_client Histogram takes a lock per observation, and this is one per event.
+    lag_counts: list[int] = field(default_factory=lambda: [0] * (len(LAG_BUCKETS) + 1))
+    lag_sum: float = 0.0
     on_batch: Callable[[int, float], None] | None = None  # observes (rows, seconds)
     last_progress: float = field(default_factory=time.monotonic)
     _catalog: frozenset[str] = field(default_factory=lambda: frozenset(registered_events()))
@@ -68,8 +76,9 @@ class RelayStats:
         self.published += 1
         self.by_stream[ack.stream] += 1
         self.by_type[(ack.stream, self.type_label(row.headers.get(_TYPE)))] += 1
-        if self.lag is not None:
-            self.lag(time.time() - row.created_at.timestamp())
+        seconds = time.time() - row.created_at.timestamp()
+        self.lag_counts[bisect_left(LAG_BUCKETS, seconds)] += 1  # le: the first bound >= it
+        self.lag_sum += seconds
 
     def type_label(self, event_type: object) -> str:
         """The metric label of an event type: bounded, whatever producers write."""

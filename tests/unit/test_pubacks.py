@@ -9,10 +9,13 @@ from typing import Any
 
 import nats.errors
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.classify import POISON_API_CODES, judge, judge_no_responders
 from relay.ports import Failure, PublishResult, Stored, Verdict
 from relay.pubacks import (
+    _PLAIN_PUBACK,
     AckGroup,
     ApiError,
     ApiSilent,
@@ -21,6 +24,7 @@ from relay.pubacks import (
     PermissionDenied,
     PubAcks,
     StreamFound,
+    _read_json_reply,
     read_reply,
 )
 
@@ -172,3 +176,37 @@ async def test_settled_publishes_are_forgotten() -> None:
     error = nats.errors.Error('nats: permissions violation for publish to "payroll.salaries"')
     assert acks.on_error(error), "a waiting publish survives the prunes"
     assert live.replies == [PermissionDenied("payroll.salaries")]
+
+
+_SPACE = st.sampled_from(["", " ", "\t", "\n", "\r", "\f", "  "])
+
+
+@given(
+    st.text(st.characters(codec="utf-8"), min_size=0, max_size=8) | st.sampled_from(["S", "ACADEMIC_EVENTS"]),
+    st.sampled_from(["0", "1", "01", "42", "-1", "1.5", "9" * 19, "9" * 20, "true"]),
+    st.sampled_from(["", ',"duplicate": true', ',"duplicate":true', ',"duplicate": false', ',"domain":"d"']),
+    _SPACE, _SPACE, _SPACE, st.binary(max_size=2), st.booleans(),
+)  # fmt: skip
+def test_the_plain_puback_reader_says_what_the_json_reader_says(
+    stream: str, seq: str, tail: str, space: str, other: str, end: str, stray: bytes,
+    escaped: bool,
+) -> None:  # fmt: skip
+    """PubAcks as nats-server writes them skip the JSON parser; every reply, near or far from
+    that shape, is read the same as json.loads reads it."""
+    name = json.dumps(stream) if escaped else f'"{stream}"'
+    data = f'{{"stream":{space}{name},{other}"seq":{seq}{tail}{end}}}'.encode()
+    for candidate in (data, data + stray, stray + data, data.replace(b",", b"", 1)):
+        assert read_reply(candidate, None) == _read_json_reply(candidate, None), candidate
+    assert read_reply(data, {"Status": "503"}) == _read_json_reply(data, {"Status": "503"})
+
+
+def test_the_pubacks_nats_server_writes() -> None:
+    """As 2.9 and 2.15 answer (read off both servers): the first store, a duplicate."""
+    for data, expected in [
+        (b'{"stream":"ACKPROBE", "seq":1}', Stored("ACKPROBE", 1, False)),
+        (b'{"stream":"ACKPROBE","seq":1}', Stored("ACKPROBE", 1, False)),
+        (b'{"stream":"ACKPROBE", "seq":1,"duplicate": true}', Stored("ACKPROBE", 1, True)),
+        (b'{"stream":"ACKPROBE","seq":1,"duplicate": true}', Stored("ACKPROBE", 1, True)),
+    ]:
+        assert read_reply(data, None) == expected == _read_json_reply(data, None)
+        assert _PLAIN_PUBACK.fullmatch(data), "read without the JSON parser"
