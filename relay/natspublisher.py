@@ -68,6 +68,8 @@ ATOMIC_BATCH_MAX = 1000
 #: The first server whose atomic batches accept Nats-Msg-Id (deduplication).
 ATOMIC_MIN_SERVER = (2, 12, 1)
 ATOMIC_RECHECK_SECONDS = 60.0
+#: A chunk's messages are handed to the socket this many at a time (at least).
+SEND_EVERY = 64
 _BATCH_ID = "Nats-Batch-Id"
 _BATCH_SEQ = "Nats-Batch-Sequence"
 _BATCH_COMMIT = "Nats-Batch-Commit"
@@ -307,6 +309,7 @@ class NatsPublisher:
         acks = AckGroup(len(rows))
         singles: list[int] = []  # rows sent alone, each awaiting its PubAck
         batches: dict[int, tuple[str, list[int]]] = {}  # commit row -> batch id, its rows
+        buffered = 0  # messages buffered since the flusher last had a turn
         for group in _groups(rows):
             ready = []
             for index in group:
@@ -317,10 +320,17 @@ class NatsPublisher:
                     ready.append((index, headers))
             if len(ready) > 1 and len(group) > 1:
                 await self._send_batch(rows, ready, results, acks, batches)
-                continue
-            for index, headers in ready:
-                if await self._send(rows[index], headers, results, index, acks):
-                    singles.append(index)
+            else:
+                for index, headers in ready:
+                    if await self._send(rows[index], headers, results, index, acks):
+                        singles.append(index)
+            buffered += len(ready)
+            if buffered >= SEND_EVERY:
+                # Let the flusher write what is buffered: nats-server stores (and acks) these
+                # on its core while this one prepares the rest, instead of the whole chunk
+                # arriving at once when the loop waits for its acks.
+                buffered = 0
+                await asyncio.sleep(0)
         if singles or batches:
             self.checkpoints.reached("after_publish_before_ack")
             await acks.wait(self.publish_timeout)
