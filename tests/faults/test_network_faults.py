@@ -28,6 +28,8 @@ async def test_network_between_relay_and_nats_delays_blackholes_and_resets(
     relay = FaultRelay(database_url, proxy.via(nats_url), "behind-proxy")
 
     async def faults() -> None:
+        # The faults hit a running relay: on a busy machine it can take seconds to start.
+        await relay.wait_for_log("relay.loop.started")
         await asyncio.sleep(1.0)
         proxy.latency = 0.05  # a slow link
         await asyncio.sleep(1.5)
@@ -65,6 +67,9 @@ async def test_network_between_relay_and_postgres_delays_blackholes_and_resets(
     )
 
     async def faults() -> None:
+        # Connected and running first: a relay still starting when the blackhole begins only
+        # ever fails to connect, and never logs the statement timeout waited for below.
+        await relay.wait_for_log("relay.loop.started")
         await asyncio.sleep(1.0)
         proxy.latency = 0.02  # every round trip to PostgreSQL is slow
         await asyncio.sleep(1.5)
